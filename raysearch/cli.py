@@ -1,4 +1,4 @@
-"""Command line: `raysearch train CONFIG.yaml [--set key=value ...]`."""
+"""Command line: raysearch train | spaces | launch | resume | status."""
 import argparse
 import json
 import sys
@@ -58,6 +58,89 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_spaces(args) -> int:
+    from search_spaces import list_spaces
+
+    for space in list_spaces():
+        print(f"{space['name']:<16} {space['description']}")
+    print("\nor pass your own YAML file (see search_spaces/*.yaml for the format)")
+    return 0
+
+
+def _settings(args):
+    from .distributed.search import SearchSettings
+
+    return SearchSettings(num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+                          gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage)
+
+
+def cmd_launch(args) -> int:
+    import time
+
+    from search_spaces import load_space
+
+    space = load_space(args.space).with_base(args.set)
+    settings = _settings(args)
+    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).expanduser().resolve())
+    name = args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from .distributed.search import experiment_path
+
+    path = experiment_path(storage, name)
+    if args.submit:
+        from .distributed import jobs
+
+        argv = ["launch", space.source or args.space, "--address", "auto", "--name", name, "--storage-path", storage,
+                "--num-samples", str(settings.num_samples), "--workers-per-trial", str(settings.workers_per_trial),
+                "--cpus-per-worker", str(settings.cpus_per_worker), "--gpus-per-worker", str(settings.gpus_per_worker),
+                "--sampler", settings.sampler, "--seed", str(settings.seed)]
+        argv += [x for kv in args.set for x in ("--set", kv)]
+        if settings.optuna_storage:
+            argv += ["--optuna-storage", settings.optuna_storage]
+        job_id = jobs.submit(argv, name, storage, path, args.dashboard, space.name)
+        print(f"submitted job {job_id}; experiment {path}")
+        print(f"dashboard: {args.dashboard}  (resume later with: raysearch resume --job {job_id})")
+        return 0
+    return _run_search(args.address, lambda search: search.launch(space, settings, storage, name), path)
+
+
+def _run_search(address, body, path) -> int:
+    import ray
+
+    from .distributed import search
+    from .distributed.status import format_table, trial_table
+
+    search.init_ray(address)
+    try:
+        body(search)
+    finally:
+        ray.shutdown()
+    print(format_table(trial_table(path)))
+    print(f"experiment: {path}  (status: raysearch status {path})")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    if bool(args.path) == bool(args.job):
+        raise UserInputError("resume", "needs exactly one of PATH or --job JOB_ID", "give the experiment folder or the job id")
+    path = args.path
+    if args.job:
+        from .distributed import jobs
+
+        path = jobs.experiment_of_job(args.job, args.dashboard)
+        print(f"job {args.job}: experiment {path}")
+    from .distributed.search import read_meta
+
+    read_meta(path)  # fails clearly before Ray starts
+    return _run_search(args.address, lambda search: search.resume(path), path)
+
+
+def cmd_status(args) -> int:
+    from .distributed.status import format_table, trial_table
+
+    print(format_table(trial_table(args.path)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +151,37 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+
+    spaces = sub.add_parser("spaces", help="list the shipped search spaces")
+    spaces.set_defaults(func=cmd_spaces)
+
+    launch = sub.add_parser("launch", help="run a multi-objective search (Ray Tune + Optuna, trials on Ray Train)")
+    launch.add_argument("space", nargs="?", default="demo", help="a shipped space name (raysearch spaces) or a YAML file")
+    launch.add_argument("--address", help="Ray cluster address (default: start a local Ray on 127.0.0.1)")
+    launch.add_argument("--num-samples", type=int, default=8, help="trials in total")
+    launch.add_argument("--workers-per-trial", type=int, default=1)
+    launch.add_argument("--cpus-per-worker", type=float, default=1.0)
+    launch.add_argument("--gpus-per-worker", type=float, default=0.0)
+    launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...)")
+    launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
+    launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")
+    launch.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 or random")
+    launch.add_argument("--seed", type=int, default=0, help="sampler seed")
+    launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space's base config")
+    launch.add_argument("--submit", action="store_true", help="submit as a Ray Job (visible in the dashboard) instead of running here")
+    launch.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --submit")
+    launch.set_defaults(func=cmd_launch)
+
+    resume = sub.add_parser("resume", help="continue a stopped or crashed experiment")
+    resume.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME)")
+    resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit")
+    resume.add_argument("--dashboard", default="http://127.0.0.1:8265")
+    resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    resume.set_defaults(func=cmd_resume)
+
+    status = sub.add_parser("status", help="table of an experiment's trials")
+    status.add_argument("path")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

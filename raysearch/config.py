@@ -53,8 +53,10 @@ class ModelConfig:
     tiny: dict | None = None
     max_seq_length: int = 128
     pad_to_max_length: bool = False  # fixed shapes (benchmarks, compiled kernels); default pads per batch
+    pooling: str = "mean"  # classification heads: mean over tokens, or cls (first token)
 
     def __post_init__(self):
+        _check_choice(self.pooling, ("mean", "cls"), "model.pooling")
         _check(self.max_seq_length >= 8, "model.max_seq_length", f"too small ({self.max_seq_length})", "use at least 8")
         if self.tiny is not None:
             _check(isinstance(self.tiny, dict), "model.tiny", "must be a mapping", "give e.g. {architecture: bert, hidden_size: 32}")
@@ -121,8 +123,8 @@ class PruningConfig:
     target_sparsity: float = 0.6
     warmup_steps: int = 100  # linear ramp of the target sparsity from 0
     structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
-    mask_lr: float = 0.01
-    lagrangian_lr: float = 0.01
+    mask_lr: float = 0.1
+    lagrangian_lr: float = 0.2
     init_keep: float = 0.9  # initial noise-free keep value of the gates (hidden dims: 0.99)
     finetune_steps: int = 0  # steps at the end with the structure frozen
 
@@ -133,6 +135,8 @@ class PruningConfig:
         for name in ("warmup_steps", "mask_lr", "lagrangian_lr", "finetune_steps"):
             _check_non_negative(getattr(self, name), f"pruning.{name}")
         _check(0 < self.init_keep < 1, "pruning.init_keep", "must be in (0, 1)", "e.g. 0.9")
+        _check(bool(self.structures) or self.target_sparsity == 0, "pruning.structures", "is empty while target_sparsity > 0",
+               "list structures to prune, or set target_sparsity: 0 for plain fine-tuning")
 
 
 @dataclass
@@ -156,6 +160,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
     output_dir: str = "runs/raysearch"
+    fault_inject_step: int | None = None  # testing aid: the process dies after this step unless resumed
 
     def __post_init__(self):
         self.target.validate("target")

@@ -5,6 +5,7 @@ checkpoints the full state, and exports the pruned target model at the end. It k
 nothing of Ray: distributed workers call the same function with their rank.
 """
 import math
+import os
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .reporting import Reporter
 from .transfer.joint import build_joint_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
+FAULT_EXIT_CODE = 75
 CHECKPOINT_FORMAT = 1
 
 
@@ -72,9 +74,10 @@ class JointTrainer:
         def transfer_head(encoder):
             if transfer_task.kind == "mlm":
                 return MLMHead(hidden, encoder.backbone.embeddings.word_embeddings, backbone.config.layer_norm_eps)
-            return ClassificationHead(hidden, transfer_task.num_labels)
+            return ClassificationHead(hidden, transfer_task.num_labels, pooling=config.model.pooling)
 
-        self.model = build_joint_model(backbone, self.shape, ClassificationHead(hidden, target_task.num_labels), transfer_head,
+        target_head = ClassificationHead(hidden, target_task.num_labels, pooling=config.model.pooling)
+        self.model = build_joint_model(backbone, self.shape, target_head, transfer_head,
                                        self.transfer_kind, config.transfer, config.pruning.structures,
                                        config.pruning.init_keep).to(self.device)
 
@@ -86,11 +89,11 @@ class JointTrainer:
         lagrangian_ids = {id(p) for p in lagrangian_params}
         weights = unique(p for p in self.model.parameters() if id(p) not in gate_ids | lagrangian_ids)
         self.weights = weights
-        self.optimizers = {
-            "weights": torch.optim.AdamW(weights, lr=config.learning_rate, weight_decay=config.weight_decay),
-            "gates": torch.optim.AdamW(gate_params, lr=config.pruning.mask_lr, weight_decay=0.0),
-            "lagrangian": torch.optim.AdamW(lagrangian_params, lr=config.pruning.lagrangian_lr, weight_decay=0.0, maximize=True),
-        }
+        self.optimizers = {"weights": torch.optim.AdamW(weights, lr=config.learning_rate, weight_decay=config.weight_decay)}
+        if gate_params:  # no gates at all (structures: []) is plain fine-tuning
+            self.optimizers["gates"] = torch.optim.AdamW(gate_params, lr=config.pruning.mask_lr, weight_decay=0.0)
+            self.optimizers["lagrangian"] = torch.optim.AdamW(lagrangian_params, lr=config.pruning.lagrangian_lr,
+                                                              weight_decay=0.0, maximize=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizers["weights"], self._lr_factor)
 
         # ---- progress
@@ -159,7 +162,7 @@ class JointTrainer:
                     parts["coupling_penalty"] = penalty
                     loss = loss + penalty
                 target_now = target_sparsity_at(step, config.pruning.target_sparsity, config.pruning.warmup_steps)
-                for key, gate_set in model.gate_sets().items():
+                for key, gate_set in model.gate_sets().items() if "gates" in self.optimizers else ():
                     expected = gate_set.expected_sparsity()
                     parts[f"{key}_expected_sparsity"] = expected
                     loss = loss + model.lagrangians[key](expected, target_now)
@@ -172,9 +175,11 @@ class JointTrainer:
         self._sync_gradients()
         torch.nn.utils.clip_grad_norm_(self.weights, config.max_grad_norm)
         self.optimizers["weights"].step()
-        if self.pruning:
+        if self.pruning and "gates" in self.optimizers:
             self.optimizers["gates"].step()
             self.optimizers["lagrangian"].step()
+            for lagrangian in self.model.lagrangians.values():
+                lagrangian.project_()
             for gate_set in self._all_gate_sets():
                 gate_set.clamp_()
         self.scheduler.step()
@@ -332,6 +337,8 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
             raise FloatingPointError(f"non-finite loss at step {trainer.step}: {step_metrics}; lower learning_rate or mask_lr")
         if progress is not None:
             progress(trainer.step, step_metrics)
+        if config.fault_inject_step == trainer.step and resume_from is None:
+            os._exit(FAULT_EXIT_CODE)  # testing aid: a worker dies mid-trial (first attempt only)
         last = trainer.step == config.max_steps
         if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
             final = _evaluate_and_report(trainer, reporter, rank)
@@ -343,11 +350,11 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
 
 
 def _evaluate_and_report(trainer: JointTrainer, reporter: Reporter, rank: int) -> dict | None:
+    """Rank 0 evaluates and checkpoints; every rank reports (Ray Train's report is collective)."""
     config, step = trainer.config, trainer.step
     metrics = trainer.evaluate() if rank == 0 else None
     checkpoint = None
-    if step % config.checkpoint_every == 0 or step == config.max_steps:
-        checkpoint = trainer.save_checkpoint(reporter.checkpoint_dir(step)) if rank == 0 else None
-    if rank == 0:
-        reporter.report(metrics, checkpoint)
+    if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps):
+        checkpoint = trainer.save_checkpoint(reporter.checkpoint_dir(step))
+    reporter.report(metrics, checkpoint)
     return metrics

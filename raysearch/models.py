@@ -69,10 +69,15 @@ def load_backbone(config: ModelConfig, tokenizer) -> nn.Module:
 
 
 class ClassificationHead(nn.Module):
-    """Pooler-style head on the first token: dense + tanh + dropout + linear."""
+    """Pool the tokens (mean over the attention mask, or the first token), then dense + tanh + dropout + linear.
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+    Mean pooling is the default: sentence encoders such as all-MiniLM-L6-v2 are trained with it, so a
+    fresh head learns from useful features at once; `cls` is the classic BERT choice.
+    """
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1, pooling: str = "mean"):
         super().__init__()
+        self.pooling = pooling
         self.dense = nn.Linear(hidden, hidden)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, num_labels)
@@ -80,8 +85,13 @@ class ClassificationHead(nn.Module):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, hidden_states):
-        return self.out(self.dropout(torch.tanh(self.dense(hidden_states[:, 0]))))
+    def forward(self, hidden_states, attention_mask=None):
+        if self.pooling == "mean" and attention_mask is not None:
+            mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+            pooled = (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = hidden_states[:, 0]
+        return self.out(self.dropout(torch.tanh(self.dense(pooled))))
 
 
 class MLMHead(nn.Module):

@@ -57,7 +57,7 @@ class PrunedClassifier(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return self.head(hidden.last_hidden_state)
+        return self.head(hidden.last_hidden_state, attention_mask)
 
 
 # ------------------------------------------------------------------ structure
@@ -172,7 +172,7 @@ def export_classifier(branch, z: dict[str, torch.Tensor]) -> tuple[PrunedClassif
     gated = branch.encoder.backbone
     head_dim = branch.encoder.gates.shape.head_dim
     backbone = _plain_copy(gated).cpu().float()
-    head = ClassificationHead(branch.head.dense.in_features, branch.head.out.out_features)
+    head = ClassificationHead(branch.head.dense.in_features, branch.head.out.out_features, pooling=branch.head.pooling)
     head.load_state_dict(branch.head.state_dict())
     head = head.cpu().float()
     _fold_gates(backbone, z, head_dim)
@@ -203,6 +203,7 @@ def save_exported(model: PrunedClassifier, structure: dict, out_dir: str | Path,
         "structure": structure,
         "num_labels": model.head.out.out_features,
         "head_hidden": model.head.out.in_features,
+        "pooling": model.head.pooling,
         "parameters": sum(p.numel() for p in model.parameters()),
         "prunable_parameters": count_prunable_params(model.backbone),
     }
@@ -219,7 +220,7 @@ def load_exported(path: str | Path) -> PrunedClassifier:
     hf_config = dict(meta["hf_config"])
     config = AutoConfig.for_model(hf_config.pop("model_type", meta["model_type"]), **hf_config)
     backbone = AutoModel.from_config(config, add_pooling_layer=False)
-    head = ClassificationHead(config.hidden_size, meta["num_labels"])
+    head = ClassificationHead(config.hidden_size, meta["num_labels"], pooling=meta.get("pooling", "cls"))
     head.out = nn.Linear(meta["head_hidden"], meta["num_labels"])
     head_dim = config.hidden_size // config.num_attention_heads
     apply_structure(backbone, head, meta["structure"], head_dim)

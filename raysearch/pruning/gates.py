@@ -55,8 +55,17 @@ class GateSet(nn.Module):
 
     @torch.no_grad()
     def deterministic(self) -> dict[str, torch.Tensor]:
-        z = self._per_kind(lambda la: hard_concrete.deterministic(la.detach()), 1.0)
-        return consistent_structure(z)
+        """Evaluation/export gates: the expected number of units of each kind, ranked by score.
+
+        The coarse structures (whole blocks, heads, hidden dims) round to whole units; the FFN
+        units (2D+1 parameters each, the finest granularity) then absorb that rounding, so the
+        exact size equals the expected size that the Lagrangian controls to within one unit.
+        """
+        z = consistent_structure(self._per_kind(lambda la: hard_concrete.deterministic(la.detach()), 1.0))
+        if "intermediate" in self.log_alpha:
+            expected = float(remaining_params(self.shape, **self.keep_probabilities()))
+            z = match_expected_size(self.shape, z, self.log_alpha["intermediate"].detach(), expected)
+        return z
 
     def expected_remaining(self) -> torch.Tensor:
         return remaining_params(self.shape, **self.keep_probabilities())
@@ -83,6 +92,30 @@ def consistent_structure(z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     z["head"] = z["head"] * (mha > 0).unsqueeze(-1)
     z["intermediate"] = z["intermediate"] * (ffn > 0).unsqueeze(-1)
     return z
+
+
+def match_expected_size(shape: EncoderShape, z: dict, unit_log_alpha: torch.Tensor, expected: float) -> dict:
+    """Drop the lowest-scored kept FFN units, or restore the highest-scored pruned ones (in kept
+    FFN blocks), until the exact remaining count is as close as one unit to `expected`."""
+    unit_cost = 2 * int((z["hidden"] > 0).sum()) + 1
+    surplus = round((exact_remaining(shape, z) - expected) / unit_cost)
+    if surplus == 0:
+        return z
+    z = dict(z)
+    units = z["intermediate"].clone()
+    in_kept_block = (z["ffn"] > 0).unsqueeze(-1).expand_as(units)
+    scores = unit_log_alpha
+    if surplus > 0:
+        candidates = (units > 0) & in_kept_block
+        order = torch.argsort(scores.masked_fill(~candidates, float("inf")).flatten())[: min(surplus, int(candidates.sum()))]
+        units.view(-1)[order] = 0.0
+    else:
+        noise_free = hard_concrete.noise_free(unit_log_alpha)
+        candidates = (units == 0) & in_kept_block & (noise_free > 0)
+        order = torch.argsort(scores.masked_fill(~candidates, float("-inf")).flatten(), descending=True)[: min(-surplus, int(candidates.sum()))]
+        units.view(-1)[order] = noise_free.view(-1)[order]
+    z["intermediate"] = units
+    return consistent_structure(z)
 
 
 def exact_remaining(shape: EncoderShape, z: dict[str, torch.Tensor]) -> int:

@@ -27,6 +27,11 @@ def keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(log_alpha - TEMPERATURE * math.log(-LIMIT_LEFT / LIMIT_RIGHT))
 
 
+def noise_free(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The gate value with the noise at its median: what a kept unit is scaled by at evaluation."""
+    return (torch.sigmoid(log_alpha) * (LIMIT_RIGHT - LIMIT_LEFT) + LIMIT_LEFT).clamp(0.0, 1.0)
+
+
 def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
     """Evaluation gates, ranked within the last dimension.
 
@@ -34,7 +39,7 @@ def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
     a kept unit takes the noise-free gate value (folded into the weights at export), the
     rest are exactly 0.
     """
-    values = (torch.sigmoid(log_alpha) * (LIMIT_RIGHT - LIMIT_LEFT) + LIMIT_LEFT).clamp(0.0, 1.0)
+    values = noise_free(log_alpha)
     rows = log_alpha.reshape(-1, log_alpha.shape[-1])
     values = values.reshape(rows.shape).clone()
     keep_counts = torch.round(keep_probability(rows).sum(dim=-1)).long()

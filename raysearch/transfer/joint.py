@@ -29,7 +29,7 @@ class Branch(nn.Module):
             selected = labels != -100
             logits, labels = self.head(hidden[selected]), labels[selected]
         else:
-            logits = self.head(hidden)
+            logits = self.head(hidden, batch["attention_mask"])
         return F.cross_entropy(logits.float(), labels) if compute_loss else logits
 
     def loss(self, batch, z=None):

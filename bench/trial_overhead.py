@@ -1,0 +1,82 @@
+"""Framework overhead per trial, beyond Ray's own fixed cost.
+
+Two searches of N trials each on a local Ray (2 CPUs, 1-worker trials, 2 at a time), run side by side:
+  * bare: a Tune function trial that fits a TorchTrainer whose loop reports once (Ray's fixed cost);
+  * raysearch: `raysearch launch`'s trial path (space -> validated config -> TorchTrainer with our
+    callbacks, failure and checkpoint configs -> worker glue -> the loop) with a loop that does next to
+    nothing: a tiny model, 1 step, one evaluation and checkpoint.
+The difference of the per-trial times is what raysearch adds. Then trials per hour of the `demo` space.
+
+    python bench/trial_overhead.py [--trials 4] [--demo-trials 4]
+"""
+import argparse
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from raysearch.distributed.search import SearchSettings, init_ray, launch
+from search_spaces import load_space
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _bare_loop(config):
+    ray.train.report({"done": 1})
+
+
+def _bare_trial(config, storage):
+    TorchTrainer(_bare_loop, scaling_config=ScalingConfig(num_workers=1),
+                 run_config=RunConfig(name=f"bare_{tune.get_context().get_trial_id()}", storage_path=storage,
+                                      callbacks=[TuneReportCallback()])).fit()
+
+
+def time_bare(trials: int, storage: str) -> float:
+    trainable = tune.with_resources(tune.with_parameters(_bare_trial, storage=storage), {"cpu": 0, "memory": 1024 * 1024})
+    started = time.perf_counter()
+    tune.Tuner(trainable, param_space={"i": tune.grid_search(list(range(trials)))},
+               tune_config=tune.TuneConfig(max_concurrent_trials=2),
+               run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0)).fit()
+    return time.perf_counter() - started
+
+
+def time_raysearch(space_name: str, overrides: list[str], trials: int, storage: str, name: str) -> float:
+    space = load_space(space_name).with_base(overrides)
+    started = time.perf_counter()
+    launch(space, SearchSettings(num_samples=trials), storage, name, printer=lambda *_: None)
+    return time.perf_counter() - started
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--demo-trials", type=int, default=4)
+    parser.add_argument("--storage", default="/tmp/raysearch_bench")
+    args = parser.parse_args()
+    storage = f"{args.storage}/{int(time.time())}"
+    data = [f"target.source={DATA / 'RTE'}", f"transfer.task.source={DATA / 'RTE'}"]
+    noop = data + ["max_steps=1", "eval_every=1", "pruning.warmup_steps=0", "pruning.finetune_steps=0",
+                   "target_train_size=32", "eval_max_examples=32", "transfer.task.kind=classification"]
+    init_ray(None)
+    try:
+        bare = time_bare(args.trials, storage)
+        ours = time_raysearch("demo", noop, args.trials, storage, "noop")
+        demo = time_raysearch("demo", data, args.demo_trials, storage, "demo")
+    finally:
+        ray.shutdown()
+    per_bare, per_ours = bare / args.trials, ours / args.trials
+    print(f"local Ray, 2 CPUs, 1-worker trials, 2 at a time; {args.trials} trials per search")
+    print("| search | wall (s) | per trial (s) |")
+    print("| --- | --- | --- |")
+    print(f"| bare TorchTrainer trials | {bare:.1f} | {per_bare:.2f} |")
+    print(f"| raysearch trials, no-op loop | {ours:.1f} | {per_ours:.2f} |")
+    print(f"framework overhead per trial: {per_ours - per_bare:.2f} s (target <= 3 s); both run 2 trials at a time")
+    print(f"demo space: {args.demo_trials} trials in {demo:.1f} s = {3600 * args.demo_trials / demo:.0f} trials/hour on 2 CPUs")
+
+
+if __name__ == "__main__":
+    main()

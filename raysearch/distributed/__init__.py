@@ -1,0 +1,1 @@
+"""Thin Ray glue: Train workers run `raysearch.loop.run`; Tune + Optuna drive trials."""

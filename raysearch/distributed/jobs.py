@@ -1,0 +1,44 @@
+"""Ray Jobs: submit a search so that it shows in the Ray dashboard, and find it again by job id."""
+import os
+import shlex
+from pathlib import Path
+
+from ..errors import UserInputError
+
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+META_EXPERIMENT = "raysearch_experiment"
+META_STORAGE = "raysearch_storage_path"
+META_PATH = "raysearch_experiment_path"
+
+
+def _client(dashboard: str):
+    # Ray 2.60 turns token authentication on by default; the client reads ~/.ray/auth_token in token mode
+    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(dashboard)
+    except Exception as e:
+        raise UserInputError("--dashboard", f"cannot reach the Ray dashboard at {dashboard} ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                             "start the cluster with `ray start --head --dashboard-host 127.0.0.1` or give its --dashboard address") from None
+
+
+def submit(argv: list[str], name: str, storage_path: str, experiment: str, dashboard: str, space: str) -> str:
+    """Submit `raysearch <argv>` as a job; the metadata is enough to find and resume the experiment."""
+    client = _client(dashboard)
+    entrypoint = shlex.join(["raysearch", *argv])  # each argument quoted: no shell string from user input
+    metadata = {META_EXPERIMENT: name, META_STORAGE: storage_path, META_PATH: experiment, "raysearch_space": space}
+    return client.submit_job(entrypoint=entrypoint, metadata=metadata)
+
+
+def experiment_of_job(job_id: str, dashboard: str) -> str:
+    client = _client(dashboard)
+    try:
+        info = client.get_job_info(job_id)
+    except Exception as e:
+        raise UserInputError("--job", f"no job {job_id!r} at {dashboard} ({type(e).__name__})", "copy the id from `ray job list` or the dashboard") from None
+    path = (info.metadata or {}).get(META_PATH)
+    if not path:
+        raise UserInputError("--job", f"job {job_id!r} carries no raysearch metadata", "give a job that `raysearch launch --submit` started")
+    return path

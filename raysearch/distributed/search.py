@@ -1,0 +1,230 @@
+"""Ray Tune + Optuna: a multi-objective search whose trials are Ray Train runs.
+
+Ray 2.60 runs Train V2, where a Tune *function* trial builds and fits a TorchTrainer (a trainer
+passed to the Tuner fails). The trial function asks for no CPU of its own, so that N workers per
+trial and the cluster's CPUs alone decide how many trials run at once (no deadlock on 2 CPUs).
+"""
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import SearchSpace, space_from_dict
+
+from ..errors import UserInputError
+from .worker import train_loop_per_worker
+
+EXPERIMENT_FILE = "raysearch_experiment.json"
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass
+class SearchSettings:
+    num_samples: int = 8
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    sampler: str = "tpe"
+    seed: int = 0
+    max_failures: int = 2  # worker restarts per trial, each from the trial's last checkpoint
+    keep_checkpoints: int = 2
+    optuna_storage: str | None = None
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise UserInputError("--num-samples", f"must be >= 1, got {self.num_samples}", "give a positive trial count")
+        if self.workers_per_trial < 1:
+            raise UserInputError("--workers-per-trial", f"must be >= 1, got {self.workers_per_trial}", "give a positive worker count")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
+            raise UserInputError("--gpus-per-worker", "resources per worker must be >= 0", "give a non-negative number")
+        if self.sampler not in SAMPLERS:
+            raise UserInputError("--sampler", f"unknown sampler {self.sampler!r}", f"choose one of {', '.join(SAMPLERS)}")
+
+
+# ------------------------------------------------------------------ the trial
+
+
+def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str):
+    """One Tune trial: validate its config, then fit a TorchTrainer under a stable per-trial name."""
+    space_obj = space_from_dict(space)
+    config = space_obj.trial_config(tune_config)
+    s = SearchSettings(**settings)
+    trial_id = tune.get_context().get_trial_id()
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config.to_dict()},
+        scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"trial_{trial_id}",  # stable: a restarted trial finds its own checkpoints
+            storage_path=train_storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=s.keep_checkpoints),
+        ),
+    )
+    trainer.fit()
+
+
+def _trainable(meta: dict):
+    fn = tune.with_parameters(run_trial, space=meta["space"], settings=meta["settings"], train_storage=meta["train_storage"])
+    return tune.with_resources(fn, {"cpu": 0, "memory": 1024 * 1024})
+
+
+def _sampler(name: str, seed: int):
+    import optuna
+
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def max_concurrent_trials(settings: SearchSettings) -> int:
+    """How many trials the cluster holds at once, from its CPUs (and GPUs)."""
+    resources = ray.cluster_resources()
+    limits = [math.floor(resources.get("CPU", 1) / max(1e-9, settings.workers_per_trial * settings.cpus_per_worker))]
+    if settings.gpus_per_worker > 0:
+        limits.append(math.floor(resources.get("GPU", 0) / (settings.workers_per_trial * settings.gpus_per_worker)))
+    fits = min(limits)
+    if fits < 1:
+        raise UserInputError("--workers-per-trial", f"one trial needs more than the cluster has ({resources})", "ask for fewer workers or resources")
+    return fits
+
+
+# ------------------------------------------------------------------ progress
+
+
+class FrontProgress(tune.Callback):
+    """One line per finished trial with the Pareto front so far (objectives of the space)."""
+
+    def __init__(self, space: SearchSpace, total: int, printer=print):
+        self.space, self.total, self.print = space, total, printer
+        self.done = {}
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        if all(m in result for m in self.space.metrics):
+            self.done[trial.trial_id] = tuple(result[m] for m in self.space.metrics)
+        front = pareto_front(self.done, self.space.modes)
+        shown = ", ".join("(" + ", ".join(f"{v:.4g}" for v in self.done[t]) + ")" for t in front)
+        self.print(f"[raysearch] {len(self.done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {shown}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.print(f"[raysearch] trial {trial.trial_id} errored; it resumes from its last checkpoint with `raysearch resume`")
+
+
+def pareto_front(points: dict, modes: list[str]) -> list:
+    """Keys of the non-dominated points (small helper for progress lines; analysis has the full machinery)."""
+    sign = [1 if m == "max" else -1 for m in modes]
+    keyed = {k: [s * v for s, v in zip(sign, p)] for k, p in points.items()}
+    return sorted((k for k, p in keyed.items()
+                   if not any(all(q_i >= p_i for q_i, p_i in zip(q, p)) and q != p for q in keyed.values())),
+                  key=lambda k: -keyed[k][0])
+
+
+# ------------------------------------------------------------------ launch / resume
+
+
+def experiment_path(storage_path: str, name: str) -> str:
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
+def _write_meta(path: str, meta: dict):
+    if "://" in path:  # remote storage: Ray's own syncing holds the experiment; keep a copy beside it via pyarrow
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(path)
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(f"{root}/{EXPERIMENT_FILE}") as f:
+            f.write(json.dumps(meta, indent=2).encode())
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    (Path(path) / EXPERIMENT_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def read_meta(path: str) -> dict:
+    if "://" in path:
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(path)
+        try:
+            with fs.open_input_stream(f"{root}/{EXPERIMENT_FILE}") as f:
+                return json.loads(f.read().decode())
+        except FileNotFoundError:
+            pass
+    elif (Path(path) / EXPERIMENT_FILE).is_file():
+        return json.loads((Path(path) / EXPERIMENT_FILE).read_text())
+    raise UserInputError(str(path), f"is not a raysearch experiment (no {EXPERIMENT_FILE})", "give the folder that `raysearch launch` printed")
+
+
+def _already_an_experiment(path: str) -> bool:
+    return "://" not in path and Path(path).exists() and any(Path(path).iterdir())
+
+
+def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name: str, printer=print):
+    """Run a new search to completion; returns the Tune ResultGrid."""
+    path = experiment_path(storage_path, name)
+    if _already_an_experiment(path):
+        raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume`, or choose another --name")
+    meta = {"name": name, "storage_path": storage_path, "space": space.to_dict(), "settings": asdict(settings),
+            "train_storage": f"{path}/train_runs", "created": time.time()}
+    searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes,
+                            sampler=_sampler(settings.sampler, settings.seed), study_name=name,
+                            storage=_optuna_storage(settings.optuna_storage))
+    tuner = tune.Tuner(
+        _trainable(meta),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=settings.num_samples,
+                                    max_concurrent_trials=max_concurrent_trials(settings)),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  callbacks=[FrontProgress(space, settings.num_samples, printer)]),
+    )
+    _write_meta(path, meta)
+    printer(f"[raysearch] experiment {path}: {settings.num_samples} trials of space {space.name!r}, "
+            f"{max_concurrent_trials(settings)} at a time")
+    return tuner.fit()
+
+
+def resume(path: str, printer=print):
+    """Continue a stopped experiment: finished trials kept, unfinished/errored ones from their checkpoints."""
+    meta = read_meta(path)
+    space = space_from_dict(meta["space"])
+    if not tune.Tuner.can_restore(path):
+        raise UserInputError(str(path), "holds no Tune experiment state yet", "launch it again with the same --name")
+    tuner = tune.Tuner.restore(path, trainable=_trainable(meta), resume_unfinished=True, resume_errored=True)
+    printer(f"[raysearch] resuming {path}")
+    # progress callbacks are not restored with the run config; results still stream into the experiment
+    return tuner.fit()
+
+
+def _optuna_storage(url: str | None):
+    if not url:
+        return None
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:
+        raise UserInputError("--optuna-storage", f"cannot open {url!r} ({type(e).__name__}: {str(e).splitlines()[0][:100]})",
+                             "give an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db") from None
+
+
+def init_ray(address: str | None):
+    """Connect to a cluster, or start a local Ray bound to 127.0.0.1 without a dashboard."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)

@@ -1,0 +1,43 @@
+"""Ray Train: one trial = one TorchTrainer run of the core loop on N workers."""
+import shutil
+import tempfile
+from pathlib import Path
+
+import ray.train
+from ray.train import Checkpoint
+
+from ..config import config_from_dict
+from ..loop import run
+
+
+class RayTrainReporter:
+    """Hands the loop's metrics and checkpoints to ray.train.report (every worker must call it)."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        self._tmp = None
+
+    def checkpoint_dir(self, step: int) -> Path:
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"raysearch_ckpt_{step}_"))
+        return self._tmp
+
+    def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
+        try:
+            ray.train.report(metrics or {}, checkpoint=Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+        finally:
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint, ignore_errors=True)  # Ray has copied it to the run's storage
+
+
+def train_loop_per_worker(loop_config: dict):
+    """Entry point of every Train worker; resumes from the run's latest checkpoint when restarted."""
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    config = config_from_dict(loop_config["config"])
+    reporter = RayTrainReporter(rank)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        run(config, reporter, rank=rank, world_size=world_size)
+        return
+    with checkpoint.as_directory() as directory:
+        run(config, reporter, resume_from=directory, rank=rank, world_size=world_size)

@@ -1,0 +1,281 @@
+"""Search spaces: YAML files describing what Optuna may vary in a trial config.
+
+A space file has
+    description: one line
+    base: a trial config (the sections of `raysearch train` YAML), or base_file: a path to one
+    objectives: [{metric: target_dev, mode: max}, {metric: remaining_params, mode: min}]   (default)
+    parameters: {dotted.config.key: spec, ...}
+A spec is one of
+    {choices: [a, b, ...]}                          categorical
+    {low: x, high: y, log: true|false}              float (uniform or log-uniform)
+    {low: i, high: j, int: true}                    integer
+    {subset_of: [g1, g2, ...]}                      one on/off parameter per element (e.g. groups)
+    {fraction: [lo, hi]}                            a step as a fraction of max_steps (e.g. the start step)
+and may carry `when: {other.key: value-or-list}`: sampled only when that earlier parameter took one of
+those values (conditional parameters, e.g. coupling_strength only for soft coupling).
+
+Loading validates everything and reports every problem with its key path, in one line.
+"""
+import copy
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raysearch.config import COUPLING_MODES, PRESETS, config_from_dict, set_dotted
+from raysearch.errors import UserInputError
+from raysearch.transfer.groups import GROUPS
+
+SPACES_DIR = Path(__file__).resolve().parent
+DEFAULT_OBJECTIVES = ({"metric": "target_dev", "mode": "max"}, {"metric": "remaining_params", "mode": "min"})
+# values that a categorical parameter may take, for the keys where a typo would only fail inside a trial
+KNOWN_CHOICES = {"transfer.coupling": COUPLING_MODES, "transfer.preset": tuple(PRESETS)}
+SPEC_KEYS = {"choices", "low", "high", "log", "int", "subset_of", "fraction", "when"}
+
+
+@dataclass
+class Param:
+    path: str
+    kind: str  # categorical | float | int | subset | fraction
+    choices: list = field(default_factory=list)
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    when: dict = field(default_factory=dict)
+
+    def active(self, sampled: dict) -> bool:
+        return all(sampled.get(key) in values for key, values in self.when.items())
+
+    def suggest(self, trial) -> Any:
+        """Ask an Optuna trial for this parameter; returns the value as the Optuna param(s) store it."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.path, self.choices)
+        if self.kind == "float":
+            return trial.suggest_float(self.path, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(self.path, int(self.low), int(self.high))
+        if self.kind == "fraction":
+            return trial.suggest_float(self.path, self.low, self.high)
+        # plain "on"/"off" strings: Optuna stores them without warnings, and they read well in frames
+        return [g for g in self.choices if trial.suggest_categorical(f"{self.path}.{g}", ["on", "off"]) == "on"]
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    description: str
+    base: dict
+    params: list[Param]
+    objectives: list[dict]
+    source: str = ""
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o["metric"] for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o["mode"] for o in self.objectives]
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.base.get("max_steps", 300))
+
+    def sample(self, trial) -> dict:
+        """Define-by-run sampling: the trial's overrides as {dotted.key: value}."""
+        sampled = {}
+        for param in self.params:
+            if param.active(sampled):
+                sampled[param.path] = param.suggest(trial)
+        return sampled
+
+    def overrides(self, flat: dict) -> dict:
+        """Turn Optuna's flat params (as Tune's trial config) into config overrides."""
+        out = {}
+        for param in self.params:
+            if param.kind == "subset":
+                keys = [f"{param.path}.{g}" for g in param.choices]
+                if any(k in flat for k in keys):
+                    out[param.path] = [g for g in param.choices if flat.get(f"{param.path}.{g}") == "on"]
+            elif param.path in flat:
+                value = flat[param.path]
+                out[param.path] = int(round(value * self.max_steps)) if param.kind == "fraction" else value
+        # coupling with no group coupled is no coupling at all: say so, rather than fail the trial
+        if out.get("transfer.coupling", self.base.get("transfer", {}).get("coupling")) in ("tied", "soft") and out.get("transfer.groups") == []:
+            out["transfer.coupling"] = "none"
+        return out
+
+    def trial_config(self, flat: dict):
+        """The validated TrainConfig of one trial."""
+        overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in self.overrides(flat).items()]
+        return config_from_dict(self.base, overrides)
+
+    def with_base(self, overrides: list[str]) -> "SearchSpace":
+        """A copy whose base config has `key=value` overrides applied and local data paths made absolute
+        (trials run in other working directories, possibly on other nodes of a shared file system)."""
+        base = copy.deepcopy(self.base)
+        for assignment in overrides:
+            set_dotted(base, assignment)
+        for section in (base.get("target"), (base.get("transfer") or {}).get("task")):
+            if isinstance(section, dict) and section.get("source") and Path(section["source"]).expanduser().exists():
+                section["source"] = str(Path(section["source"]).expanduser().resolve())
+        return space_from_dict({**self.to_dict(), "base": base}, name=self.name, source=self.source)
+
+    def define_by_run(self):
+        """A picklable define-by-run function for OptunaSearch (searcher checkpoints pickle it)."""
+        return partial(_define_by_run, self.to_dict())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "base": self.base, "objectives": self.objectives,
+                "parameters": {p.path: _spec_of(p) for p in self.params}, "source": self.source}
+
+
+def _define_by_run(space_dict: dict, trial):
+    space_from_dict(space_dict).sample(trial)
+    return None
+
+
+def _spec_of(p: Param) -> dict:
+    spec = {"choices": p.choices} if p.kind == "categorical" else {"subset_of": p.choices} if p.kind == "subset" else \
+        {"fraction": [p.low, p.high]} if p.kind == "fraction" else {"low": p.low, "high": p.high, "log": p.log, "int": p.kind == "int"}
+    if p.when:
+        spec["when"] = p.when
+    return spec
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: list) -> Param | None:
+    where = f"parameters.{path}"
+    if not isinstance(spec, dict):
+        problems.append(f"{where}: must be a mapping (choices / low+high / subset_of / fraction)")
+        return None
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        problems.append(f"{where}: unknown distribution key(s) {', '.join(sorted(unknown))} (use choices, low/high[, log, int], subset_of, fraction)")
+        return None
+    when = {}
+    for key, values in (spec.get("when") or {}).items():
+        if key not in seen:
+            problems.append(f"{where}.when: {key!r} is not a parameter listed before this one")
+        when[key] = values if isinstance(values, list) else [values]
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            problems.append(f"{where}.choices: empty; list at least one value")
+            return None
+        allowed = KNOWN_CHOICES.get(path)
+        for c in choices if allowed else ():
+            if c not in allowed:
+                problems.append(f"{where}.choices: unknown value {c!r} (choose from {', '.join(allowed)})")
+        if path == "transfer.transfer_start_step":
+            for c in choices:
+                if not isinstance(c, int) or c > max_steps:
+                    problems.append(f"{where}.choices: start step {c!r} is beyond max_steps={max_steps}")
+        return Param(path, "categorical", choices=list(choices), when=when)
+    if "subset_of" in spec:
+        elements = spec["subset_of"]
+        if not isinstance(elements, list) or not elements:
+            problems.append(f"{where}.subset_of: empty; list the elements to switch on/off")
+            return None
+        if path == "transfer.groups":
+            for g in elements:
+                if g not in GROUPS:
+                    problems.append(f"{where}.subset_of: unknown group {g!r} (choose from {', '.join(GROUPS)})")
+        return Param(path, "subset", choices=list(elements), when=when)
+    if "fraction" in spec:
+        bounds = spec["fraction"]
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
+            problems.append(f"{where}.fraction: give [low, high] fractions of max_steps")
+            return None
+        low, high = map(float, bounds)
+        if low > high:
+            problems.append(f"{where}.fraction: low {low} > high {high}")
+        if low < 0 or high > 1:
+            problems.append(f"{where}.fraction: [{low}, {high}] leaves [0, 1] (a start step beyond max_steps)")
+        return Param(path, "fraction", low=low, high=high, when=when)
+    if "low" in spec and "high" in spec:
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+        except (TypeError, ValueError):
+            problems.append(f"{where}: low/high must be numbers")
+            return None
+        if low > high:
+            problems.append(f"{where}: low {low:g} > high {high:g}")
+        if spec.get("log") and low <= 0:
+            problems.append(f"{where}: a log distribution needs low > 0")
+        if path == "transfer.transfer_start_step" and high > max_steps:
+            problems.append(f"{where}.high: start step {high:g} is beyond max_steps={max_steps}")
+        return Param(path, "int" if spec.get("int") else "float", low=low, high=high, log=bool(spec.get("log")), when=when)
+    problems.append(f"{where}: unknown distribution (use choices, low/high, subset_of or fraction)")
+    return None
+
+
+def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace:
+    problems = []
+    if not isinstance(data, dict):
+        raise UserInputError(source or name or "space", "must be a YAML mapping", "see search_spaces/README in the docs")
+    for key in set(data) - {"name", "description", "base", "base_file", "objectives", "parameters", "source"}:
+        problems.append(f"{key}: unknown key (use description, base or base_file, objectives, parameters)")
+    base = data.get("base")
+    if base is None and data.get("base_file"):
+        base_path = (Path(source).parent if source else Path.cwd()) / data["base_file"]
+        if not base_path.is_file():
+            problems.append(f"base_file: {base_path} not found")
+            base = {}
+        else:
+            base = yaml.safe_load(base_path.read_text()) or {}
+    if not isinstance(base, dict) or not base:
+        problems.append("base: missing; give the trial config (model, target, transfer, pruning, ...) or base_file")
+        base = {}
+    max_steps = int(base.get("max_steps", 300)) if isinstance(base.get("max_steps", 300), int) else 300
+    params, seen = [], []
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict) or not parameters:
+        problems.append("parameters: empty; list at least one parameter to search")
+        parameters = {}
+    for path, spec in parameters.items():
+        param = _parse_param(path, spec, problems, max_steps, seen)
+        seen.append(path)
+        if param is not None:
+            params.append(param)
+    objectives = data.get("objectives") or [dict(o) for o in DEFAULT_OBJECTIVES]
+    for i, objective in enumerate(objectives):
+        if not isinstance(objective, dict) or objective.get("mode") not in ("max", "min") or not objective.get("metric"):
+            problems.append(f"objectives[{i}]: give {{metric: NAME, mode: max|min}}")
+    if base and not problems:
+        try:  # the base must be a valid trial config by itself
+            config_from_dict(base)
+        except UserInputError as e:
+            problems.append(f"base.{e.where}: {e.problem} — {e.fix}")
+    if problems:
+        raise UserInputError(source or name or "space", "; ".join(problems), "fix the search space file")
+    return SearchSpace(name=data.get("name") or name, description=str(data.get("description", "")), base=base,
+                       params=params, objectives=objectives, source=source)
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """A shipped space by name (see `list_spaces`) or a user's YAML file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = SPACES_DIR / f"{name_or_path}.yaml"
+        if not shipped.is_file():
+            raise UserInputError("SPACE", f"{name_or_path!r} is neither a file nor a shipped space",
+                                 f"use one of {', '.join(s['name'] for s in list_spaces())} or a YAML path")
+        path = shipped
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserInputError(str(path), f"is not valid YAML ({str(e).splitlines()[0]})", "fix the YAML syntax") from None
+    return space_from_dict(data, name=path.stem, source=str(path.resolve()))
+
+
+def list_spaces() -> list[dict]:
+    out = []
+    for path in sorted(SPACES_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        out.append({"name": path.stem, "description": str(data.get("description", "")).strip()})
+    return out

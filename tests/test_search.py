@@ -1,0 +1,147 @@
+"""Distributed search on a real local Ray cluster (`ray start --head` on 127.0.0.1, 2 CPUs).
+
+One cluster serves the module; it is stopped at the end. Trials use the tiny `demo` space
+shortened to a few steps.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from raysearch.cli import main
+from raysearch.distributed.status import trial_table
+from search_spaces import load_space
+
+from .conftest import SHARED_DATA
+
+FAST = ["--set", f"target.source={SHARED_DATA / 'RTE'}", "--set", f"transfer.task.source={SHARED_DATA / 'RTE'}",
+        "--set", "max_steps=20", "--set", "eval_every=10", "--set", "pruning.warmup_steps=10", "--set", "pruning.finetune_steps=4"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A 2-CPU Ray head on 127.0.0.1 with its dashboard (jobs); stopped afterwards."""
+    port, dashboard_port = _free_port(), _free_port()
+    env = {**os.environ, "RAY_TRAIN_V2_ENABLED": "1"}
+    subprocess.run(["ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env)
+    try:
+        yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+    finally:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+
+
+def _experiment(tmp_path, name):
+    return tmp_path / "exp" / name
+
+
+def test_four_trial_search_on_two_cpus(cluster, tmp_path):
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "4", "--storage-path", str(tmp_path / "exp"),
+                 "--name", "four", "--optuna-storage", db, *FAST])
+    assert code == 0
+    frame = trial_table(str(_experiment(tmp_path, "four")))
+    assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}
+    assert frame["target_dev"].notna().all() and frame["remaining_params"].notna().all()
+    assert (frame["step"] == 20).all()
+    study = optuna.load_study(study_name="four", storage=db)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and all(len(t.values) == 2 for t in complete)
+    space = load_space("demo")
+    allowed = {p.path: p for p in space.params}
+    for _, row in frame.iterrows():
+        config = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/") and v == v}
+        for key, value in config.items():
+            base_key = key if key in allowed else key.rsplit(".", 1)[0]
+            param = allowed[base_key]  # every sampled key belongs to the space
+            if param.kind == "categorical":
+                assert value in param.choices
+            elif param.kind == "subset":
+                assert value in ("on", "off")
+            else:
+                assert param.low <= value <= param.high
+
+
+def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path):
+    code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
+                 "--name", "fault", *FAST, "--set", "fault_inject_step=13"])
+    assert code == 0
+    frame = trial_table(str(_experiment(tmp_path, "fault")))
+    assert list(frame["status"]) == ["TERMINATED"] and frame["step"].iloc[0] == 20
+    results = list((_experiment(tmp_path, "fault")).glob("*/result.json"))
+    steps = [json.loads(line)["step"] for line in results[0].read_text().splitlines()]
+    assert steps == [10, 20]  # the restarted worker continued from the step-10 checkpoint, not from scratch
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _finished_trials(path: Path) -> int:
+    count = 0
+    for result in path.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        count += any(json.loads(line).get("step") == 20 for line in lines)
+    return count
+
+
+def test_driver_killed_mid_search_then_resume(cluster, tmp_path):
+    path = _experiment(tmp_path, "crash")
+    driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "launch", "demo", "--address", cluster["address"],
+                               "--num-samples", "4", "--storage-path", str(tmp_path / "exp"), "--name", "crash", *FAST],
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _finished_trials(path) >= 1, 240, "a finished trial")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert 1 <= _finished_trials(path) < 4
+    assert main(["resume", str(path), "--address", cluster["address"]]) == 0
+    frame = trial_table(str(path))
+    assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}  # no trial lost, none duplicated
+    assert frame["trial_id"].is_unique
+
+
+def test_job_submission_carries_metadata_and_resume_finds_it(cluster, tmp_path, capsys):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    code = main(["launch", "demo", "--submit", "--dashboard", cluster["dashboard"], "--num-samples", "1",
+                 "--storage-path", str(tmp_path / "exp"), "--name", "job", *FAST])
+    assert code == 0
+    out = capsys.readouterr().out
+    job_id = out.split("submitted job ")[1].split(";")[0]
+    client = JobSubmissionClient(cluster["dashboard"])
+    _wait_for(lambda: client.get_job_status(job_id) in (JobStatus.SUCCEEDED, JobStatus.FAILED), 300, "the job")
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-2000:]
+    metadata = client.get_job_info(job_id).metadata
+    assert metadata["raysearch_experiment"] == "job"
+    assert metadata["raysearch_experiment_path"] == str(_experiment(tmp_path, "job"))
+    assert main(["resume", "--job", job_id, "--dashboard", cluster["dashboard"], "--address", cluster["address"]]) == 0
+    assert f"experiment {_experiment(tmp_path, 'job')}" in capsys.readouterr().out
+
+
+def test_invalid_space_fails_before_any_trial(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: {target: {source: x}}\nparameters:\n  transfer.groups: {subset_of: [ffnn]}\n")
+    assert main(["launch", str(bad), "--storage-path", str(tmp_path / "exp"), "--name", "bad"]) == 2
+    assert "transfer.groups.subset_of: unknown group 'ffnn'" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()

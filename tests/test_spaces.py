@@ -1,0 +1,92 @@
+"""Search spaces: the shipped ones load; bad ones report every problem with its key path."""
+import optuna
+import pytest
+import yaml
+
+from raysearch.errors import UserInputError
+from search_spaces import list_spaces, load_space, space_from_dict
+
+from .conftest import SHARED_DATA
+
+
+def test_shipped_spaces_load_and_are_listed():
+    names = {s["name"] for s in list_spaces()}
+    assert {"how_what_when", "baselines", "demo"} <= names
+    for name in names:
+        space = load_space(name)
+        assert space.metrics == ["target_dev", "remaining_params"] and space.modes == ["max", "min"]
+
+
+def test_define_by_run_samples_conditionals_and_valid_configs():
+    space = load_space("how_what_when").with_base([])
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_modes = set()
+    for _ in range(40):
+        trial = study.ask()
+        space.sample(trial)
+        params = trial.params
+        mode = params["transfer.coupling"]
+        seen_modes.add(mode)
+        assert ("transfer.coupling_strength" in params) == (mode == "soft")
+        assert any(k.startswith("transfer.groups.") for k in params) == (mode != "none")
+        config = space.trial_config(params)  # every sampled config is a valid trial config
+        assert config.pruning.target_sparsity in (0.6, 0.8)
+        assert 0 <= config.transfer.transfer_start_step <= 0.8 * config.max_steps
+        if mode != "none" and config.transfer.coupling != "none":
+            assert config.transfer.groups == [g for g in ("embeddings", "attention", "ffn", "layernorm", "masks")
+                                              if params[f"transfer.groups.{g}"] == "on"]
+        study.tell(trial, [0.5, 1.0])
+    assert seen_modes == {"tied", "soft", "none"}
+
+
+def test_base_overrides_apply_and_local_paths_become_absolute(monkeypatch):
+    monkeypatch.chdir(SHARED_DATA)
+    space = load_space("demo").with_base(["target.source=RTE", "max_steps=40"])
+    assert space.base["target"]["source"] == str((SHARED_DATA / "RTE").resolve())
+    assert space.base["max_steps"] == 40
+
+
+def _problems(data) -> str:
+    with pytest.raises(UserInputError) as info:
+        space_from_dict(data, name="bad")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_every_problem_is_reported_with_its_key_path():
+    base = {"target": {"source": "x"}, "max_steps": 100}
+    message = _problems({"base": base, "parameters": {
+        "transfer.groups": {"subset_of": ["embeddings", "ffnn"]},
+        "transfer.coupling": {"choices": ["tied", "glued"]},
+        "seed": {"choices": []},
+        "learning_rate": {"low": 1e-3, "high": 1e-5, "log": True},
+        "transfer.transfer_start_step": {"low": 0, "high": 500, "int": True},
+        "transfer.transfer_weight": {"distribution": "beta"},
+        "pruning.target_sparsity": {"fraction": [0.2, 1.5]},
+    }})
+    for fragment in ("parameters.transfer.groups.subset_of: unknown group 'ffnn'",
+                     "parameters.transfer.coupling.choices: unknown value 'glued'",
+                     "parameters.seed.choices: empty",
+                     "parameters.learning_rate: low 0.001 > high 1e-05",
+                     "parameters.transfer.transfer_start_step.high: start step 500 is beyond max_steps=100",
+                     "parameters.transfer.transfer_weight: unknown distribution key(s) distribution",
+                     "parameters.pruning.target_sparsity.fraction"):
+        assert fragment in message, message
+
+
+def test_bad_base_and_missing_parameters():
+    assert "base.transfer.coupling" in _problems({"base": {"target": {"source": "x"}, "transfer": {"coupling": "glued"}},
+                                                  "parameters": {"seed": {"choices": [0]}}})
+    assert "parameters: empty" in _problems({"base": {"target": {"source": "x"}}})
+    assert "when: 'transfer.coupling' is not a parameter listed before" in _problems(
+        {"base": {"target": {"source": "x"}}, "parameters": {"transfer.coupling_strength": {"low": 0.1, "high": 1, "when": {"transfer.coupling": "soft"}}}})
+
+
+def test_unknown_space_and_bad_yaml(tmp_path):
+    with pytest.raises(UserInputError, match="neither a file nor a shipped space"):
+        load_space("no_such_space")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters: [unclosed")
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_space(str(bad))
