@@ -47,7 +47,7 @@ def time_bare(trials: int, storage: str) -> float:
 def time_raysearch(space_name: str, overrides: list[str], trials: int, storage: str, name: str) -> float:
     space = load_space(space_name).with_base(overrides)
     started = time.perf_counter()
-    launch(space, SearchSettings(num_samples=trials), storage, name, printer=lambda *_: None)
+    launch(space, SearchSettings(num_samples=trials), storage, name, quiet=True)
     return time.perf_counter() - started
 
 

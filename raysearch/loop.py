@@ -23,6 +23,7 @@ from .transfer.joint import build_joint_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAULT_EXIT_CODE = 75
+FAULT_DELAY_S = 5.0
 CHECKPOINT_FORMAT = 1
 
 
@@ -338,7 +339,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
         if progress is not None:
             progress(trainer.step, step_metrics)
         if config.fault_inject_step == trainer.step and resume_from is None:
-            os._exit(FAULT_EXIT_CODE)  # testing aid: a worker dies mid-trial (first attempt only)
+            _die_for_testing()
         last = trainer.step == config.max_steps
         if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
             final = _evaluate_and_report(trainer, reporter, rank)
@@ -347,6 +348,17 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if export_dir is not None and rank == 0:
         final.update(export_target(trainer, Path(export_dir)))
     return final
+
+
+def _die_for_testing():
+    """Testing aid (`fault_inject_step`): the process dies abruptly, on its first attempt only.
+
+    It waits first: Ray Train collects reports by polling the workers, so a worker that dies
+    within a moment of reporting can lose that report (and its checkpoint) with it. The wait makes
+    the crash one that happens after the last checkpoint reached the controller.
+    """
+    time.sleep(FAULT_DELAY_S)
+    os._exit(FAULT_EXIT_CODE)
 
 
 def _evaluate_and_report(trainer: JointTrainer, reporter: Reporter, rank: int) -> dict | None:

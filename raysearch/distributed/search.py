@@ -108,9 +108,14 @@ def max_concurrent_trials(settings: SearchSettings) -> int:
 class FrontProgress(tune.Callback):
     """One line per finished trial with the Pareto front so far (objectives of the space)."""
 
-    def __init__(self, space: SearchSpace, total: int, printer=print):
-        self.space, self.total, self.print = space, total, printer
+    def __init__(self, space: SearchSpace, total: int, quiet: bool = False):
+        # no function is stored: Tune pickles callbacks with the experiment state
+        self.space, self.total, self.quiet = space, total, quiet
         self.done = {}
+
+    def print(self, line: str):
+        if not self.quiet:
+            print(line, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -172,7 +177,7 @@ def _already_an_experiment(path: str) -> bool:
     return "://" not in path and Path(path).exists() and any(Path(path).iterdir())
 
 
-def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name: str, printer=print):
+def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name: str, quiet: bool = False):
     """Run a new search to completion; returns the Tune ResultGrid."""
     path = experiment_path(storage_path, name)
     if _already_an_experiment(path):
@@ -187,22 +192,23 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=settings.num_samples,
                                     max_concurrent_trials=max_concurrent_trials(settings)),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=[FrontProgress(space, settings.num_samples, printer)]),
+                                  callbacks=[FrontProgress(space, settings.num_samples, quiet)]),
     )
     _write_meta(path, meta)
-    printer(f"[raysearch] experiment {path}: {settings.num_samples} trials of space {space.name!r}, "
+    if not quiet:
+        print(f"[raysearch] experiment {path}: {settings.num_samples} trials of space {space.name!r}, "
             f"{max_concurrent_trials(settings)} at a time")
     return tuner.fit()
 
 
-def resume(path: str, printer=print):
+def resume(path: str):
     """Continue a stopped experiment: finished trials kept, unfinished/errored ones from their checkpoints."""
     meta = read_meta(path)
     space = space_from_dict(meta["space"])
     if not tune.Tuner.can_restore(path):
         raise UserInputError(str(path), "holds no Tune experiment state yet", "launch it again with the same --name")
     tuner = tune.Tuner.restore(path, trainable=_trainable(meta), resume_unfinished=True, resume_errored=True)
-    printer(f"[raysearch] resuming {path}")
+    print(f"[raysearch] resuming {path}", flush=True)
     # progress callbacks are not restored with the run config; results still stream into the experiment
     return tuner.fit()
 
