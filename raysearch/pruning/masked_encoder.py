@@ -36,12 +36,15 @@ class GatedLayerNorm(nn.Module):
         gating = self._encoder[0].gating
         if gating is None:
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        keep, hidden = gating["hidden_index"], gating["hidden"]
-        if keep is None:  # every hidden dim alive: the plain kernel
+        alive, hidden = gating["hidden_alive"], gating["hidden"]
+        if alive is None:  # every hidden dim alive: the plain kernel
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps) * hidden
-        normed = F.layer_norm(x.index_select(-1, keep), (keep.numel(),), self.weight[keep], self.bias[keep], self.eps)
-        out = torch.zeros_like(x).index_copy(-1, keep, normed)
-        return out * hidden
+        # statistics over the alive dims only, by masked sums (cheaper than gathering and scattering them)
+        count = gating["hidden_count"]
+        mean = (x * alive).sum(-1, keepdim=True) / count
+        centered = (x - mean) * alive
+        variance = (centered * centered).sum(-1, keepdim=True) / count
+        return (centered * torch.rsqrt(variance + self.eps) * self.weight + self.bias) * hidden
 
 
 class GatedEncoder(nn.Module):
@@ -83,10 +86,12 @@ class GatedEncoder(nn.Module):
     def _build_gating(self, z):
         hidden = z["hidden"]
         alive = hidden != 0
+        all_alive = bool(alive.all())
         dh = self.gates.shape.head_dim
         return {
             "hidden": hidden,
-            "hidden_index": None if bool(alive.all()) else alive.nonzero().squeeze(-1),
+            "hidden_alive": None if all_alive else alive.to(hidden.dtype),
+            "hidden_count": None if all_alive else alive.sum(),
             "head_scale": z["head"].repeat_interleave(dh, dim=-1),
             "attention_scale": z["mha"].unsqueeze(-1) * hidden,
             "intermediate": z["intermediate"],
