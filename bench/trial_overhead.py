@@ -15,32 +15,23 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.train import RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
-from raysearch.distributed.search import SearchSettings, init_ray, launch
+from bare_trial import bare_trial
+from raysearch.distributed.search import SearchSettings, launch
 from search_spaces import load_space
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _bare_loop(config):
-    ray.train.report({"done": 1})
-
-
-def _bare_trial(config, storage):
-    TorchTrainer(_bare_loop, scaling_config=ScalingConfig(num_workers=1),
-                 run_config=RunConfig(name=f"bare_{tune.get_context().get_trial_id()}", storage_path=storage,
-                                      callbacks=[TuneReportCallback()])).fit()
+BENCH = Path(__file__).resolve().parent
+DATA = BENCH.parents[1] / "shared" / "data"
 
 
 def time_bare(trials: int, storage: str) -> float:
-    trainable = tune.with_resources(tune.with_parameters(_bare_trial, storage=storage), {"cpu": 0, "memory": 1024 * 1024})
+    trainable = tune.with_resources(tune.with_parameters(bare_trial, storage=storage), {"cpu": 0, "memory": 1024 * 1024})
     started = time.perf_counter()
-    tune.Tuner(trainable, param_space={"i": tune.grid_search(list(range(trials)))},
+    results = tune.Tuner(trainable, param_space={"i": tune.grid_search(list(range(trials)))},
                tune_config=tune.TuneConfig(max_concurrent_trials=2),
                run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0)).fit()
+    if any(r.error for r in results):
+        raise RuntimeError(f"bare trials failed: {[str(r.error)[:200] for r in results if r.error]}")
     return time.perf_counter() - started
 
 
@@ -61,7 +52,9 @@ def main():
     data = [f"target.source={DATA / 'RTE'}", f"transfer.task.source={DATA / 'RTE'}"]
     noop = data + ["max_steps=1", "eval_every=1", "pruning.warmup_steps=0", "pruning.finetune_steps=0",
                    "target_train_size=32", "eval_max_examples=32", "transfer.task.kind=classification"]
-    init_ray(None)
+    # Ray workers import bare_trial from bench/ (raysearch itself is installed)
+    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(BENCH)}})
     try:
         bare = time_bare(args.trials, storage)
         ours = time_raysearch("demo", noop, args.trials, storage, "noop")

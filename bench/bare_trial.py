@@ -1,0 +1,19 @@
+"""Ray's own fixed cost per trial: a Tune function trial fitting a TorchTrainer whose loop reports once.
+
+A module of its own so that Ray workers can import it (bench/trial_overhead.py puts bench/ on their path).
+"""
+import ray.train
+from ray import tune
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+
+def bare_loop(config):
+    ray.train.report({"done": 1})
+
+
+def bare_trial(config, storage):
+    TorchTrainer(bare_loop, scaling_config=ScalingConfig(num_workers=1),
+                 run_config=RunConfig(name=f"bare_{tune.get_context().get_trial_id()}", storage_path=storage,
+                                      callbacks=[TuneReportCallback()])).fit()
