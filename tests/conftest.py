@@ -1,5 +1,12 @@
 """Shared fixtures: tiny real BERT/RoBERTa encoders and small real task data."""
 import copy
+import os
+import secrets
+
+# Ray 2.60 clusters use token auth; Ray reads these when it is imported, so they are set before any
+# test module imports it. A per-session token keeps the tests away from the user's ~/.ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 from pathlib import Path
 
 import datasets

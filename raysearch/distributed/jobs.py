@@ -1,7 +1,5 @@
 """Ray Jobs: submit a search so that it shows in the Ray dashboard, and find it again by job id."""
-import os
 import shlex
-from pathlib import Path
 
 from ..errors import UserInputError
 
@@ -12,9 +10,6 @@ META_PATH = "raysearch_experiment_path"
 
 
 def _client(dashboard: str):
-    # Ray 2.60 turns token authentication on by default; the client reads ~/.ray/auth_token in token mode
-    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
     from ray.job_submission import JobSubmissionClient
 
     try:

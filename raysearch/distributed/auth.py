@@ -1,0 +1,15 @@
+"""Ray 2.60 token authentication: clusters started with `ray start` require a token by default.
+
+The token lives in ~/.ray/auth_token and clients must run with RAY_AUTH_MODE=token to send it.
+A user's own RAY_AUTH_MODE (e.g. `disabled` for a cluster without auth) is left alone. Ray reads the
+variable when it is imported: `raysearch.distributed` applies this on import, before it imports ray.
+"""
+import os
+from pathlib import Path
+
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def use_cluster_token():
+    if "RAY_AUTH_MODE" not in os.environ and (TOKEN_FILE.is_file() or os.environ.get("RAY_AUTH_TOKEN")):
+        os.environ["RAY_AUTH_MODE"] = "token"
