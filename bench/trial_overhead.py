@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
 import ray
 from ray import tune
 

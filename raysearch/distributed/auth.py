@@ -5,11 +5,16 @@ A user's own RAY_AUTH_MODE (e.g. `disabled` for a cluster without auth) is left 
 variable when it is imported: `raysearch.distributed` applies this on import, before it imports ray.
 """
 import os
+import sys
 from pathlib import Path
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 
 
 def use_cluster_token():
-    if "RAY_AUTH_MODE" not in os.environ and (TOKEN_FILE.is_file() or os.environ.get("RAY_AUTH_TOKEN")):
+    # once ray is imported the driver's mode is fixed; changing the variable then would only reach the
+    # processes of a local cluster it starts, which would then disagree with the driver
+    if "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
+        return
+    if TOKEN_FILE.is_file() or os.environ.get("RAY_AUTH_TOKEN"):
         os.environ["RAY_AUTH_MODE"] = "token"
