@@ -104,7 +104,7 @@ def _finished_trials(path: Path) -> int:
     return count
 
 
-def test_driver_killed_mid_search_then_resume(cluster, tmp_path):
+def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch):
     path = _experiment(tmp_path, "crash")
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "launch", "demo", "--address", cluster["address"],
                                "--num-samples", "4", "--storage-path", str(tmp_path / "exp"), "--name", "crash", *FAST],
@@ -115,7 +115,9 @@ def test_driver_killed_mid_search_then_resume(cluster, tmp_path):
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     assert 1 <= _finished_trials(path) < 4
-    assert main(["resume", str(path), "--address", cluster["address"]]) == 0
+    monkeypatch.chdir(path.parent)  # a relative experiment path, as users type it
+    assert main(["resume", path.name, "--address", cluster["address"]]) == 0
+    assert main(["status", path.name]) == 0
     frame = trial_table(str(path))
     assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}  # no trial lost, none duplicated
     assert frame["trial_id"].is_unique

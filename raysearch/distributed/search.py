@@ -141,6 +141,11 @@ def pareto_front(points: dict, modes: list[str]) -> list:
 # ------------------------------------------------------------------ launch / resume
 
 
+def absolute(path: str) -> str:
+    """Ray's experiment readers take absolute paths or URIs, not relative paths."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
 def experiment_path(storage_path: str, name: str) -> str:
     return f"{storage_path.rstrip('/')}/{name}"
 
@@ -203,6 +208,7 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
 
 def resume(path: str):
     """Continue a stopped experiment: finished trials kept, unfinished/errored ones from their checkpoints."""
+    path = absolute(path)
     meta = read_meta(path)
     space = space_from_dict(meta["space"])
     if not tune.Tuner.can_restore(path):

@@ -7,8 +7,9 @@ COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remain
 def trial_table(path: str) -> pd.DataFrame:
     from ray.tune import ExperimentAnalysis
 
-    from .search import read_meta
+    from .search import absolute, read_meta
 
+    path = absolute(path)
     read_meta(path)  # a clear error for a folder that is not a raysearch experiment
     analysis = ExperimentAnalysis(path)
     rows = []
