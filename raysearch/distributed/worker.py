@@ -13,13 +13,8 @@ from ..loop import run
 class RayTrainReporter:
     """Hands the loop's metrics and checkpoints to ray.train.report (every worker must call it)."""
 
-    def __init__(self, rank: int):
-        self.rank = rank
-        self._tmp = None
-
     def checkpoint_dir(self, step: int) -> Path:
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"raysearch_ckpt_{step}_"))
-        return self._tmp
+        return Path(tempfile.mkdtemp(prefix=f"raysearch_ckpt_{step}_"))
 
     def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
         try:
@@ -34,7 +29,7 @@ def train_loop_per_worker(loop_config: dict):
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     config = config_from_dict(loop_config["config"])
-    reporter = RayTrainReporter(rank)
+    reporter = RayTrainReporter()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         run(config, reporter, rank=rank, world_size=world_size)
