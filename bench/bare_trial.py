@@ -1,6 +1,6 @@
 """Ray's own fixed cost per trial: a Tune function trial fitting a TorchTrainer whose loop reports once.
 
-A module of its own so that Ray workers can import it (bench/trial_overhead.py puts bench/ on their path).
+A module of its own, pickled by value for Ray's workers (bench/trial_overhead.py registers it).
 """
 import ray.train
 from ray import tune

@@ -96,7 +96,7 @@ def main():
     dense = rows[0]
     print(f"MiniLM-L6, batch {args.batch}, seq {args.seq}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"device {dense['device']}, {args.precision}")
-    print(f"| mode | step time (s) | time / dense | training memory (MiB) | memory / dense |")
+    print("| mode | step time (s) | time / dense | training memory (MiB) | memory / dense |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['mode']} | {r['step_s']:.3f} | {r['step_s'] / dense['step_s']:.2f} | "

@@ -11,18 +11,16 @@ The difference of the per-trial times is what raysearch adds. Then trials per ho
 """
 import argparse
 import time
-from pathlib import Path
 
 import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
 import ray
-from ray import tune
+from ray import cloudpickle, tune
 
+import bare_trial as bare_trial_module
 from bare_trial import bare_trial
 from raysearch.distributed.search import SearchSettings, launch
 from search_spaces import load_space
 
-BENCH = Path(__file__).resolve().parent
-DATA = BENCH.parents[1] / "shared" / "data"
 
 
 def time_bare(trials: int, storage: str) -> float:
@@ -50,16 +48,16 @@ def main():
     parser.add_argument("--storage", default="/tmp/raysearch_bench")
     args = parser.parse_args()
     storage = f"{args.storage}/{int(time.time())}"
-    data = [f"target.source={DATA / 'RTE'}", f"transfer.task.source={DATA / 'RTE'}"]
-    noop = data + ["max_steps=1", "eval_every=1", "pruning.warmup_steps=0", "pruning.finetune_steps=0",
-                   "target_train_size=32", "eval_max_examples=32", "transfer.task.kind=classification"]
-    # Ray workers import bare_trial from bench/ (raysearch itself is installed)
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(BENCH)}})
+    # the no-op loop: the small synthetic target as both tasks, one step, one evaluation and checkpoint
+    noop = ["transfer.task.source=synthetic:target", "max_steps=1", "eval_every=1", "pruning.warmup_steps=0",
+            "pruning.finetune_steps=0", "target_train_size=32", "eval_max_examples=32"]
+    # bench/ is not installed: ship the bare trial's code by value instead of by module name
+    cloudpickle.register_pickle_by_value(bare_trial_module)
+    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         bare = time_bare(args.trials, storage)
         ours = time_raysearch("demo", noop, args.trials, storage, "noop")
-        demo = time_raysearch("demo", data, args.demo_trials, storage, "demo")
+        demo = time_raysearch("demo", [], args.demo_trials, storage, "demo")
     finally:
         ray.shutdown()
     per_bare, per_ours = bare / args.trials, ours / args.trials

@@ -1,4 +1,4 @@
-"""Command line: raysearch train | spaces | launch | resume | status."""
+"""Command line: raysearch train | spaces | launch | resume | status | analyze."""
 import argparse
 import json
 import sys
@@ -81,9 +81,11 @@ def cmd_launch(args) -> int:
 
     space = load_space(args.space).with_base(args.set)
     settings = _settings(args)
+    if settings.sampler == "grid":
+        space.tune_param_space(grid=True)  # a space the grid cannot cover fails here, before Ray starts
     storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).expanduser().resolve())
     name = args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from .distributed.search import experiment_path
+    from .experiment import experiment_path
 
     path = experiment_path(storage, name)
     if args.submit:
@@ -116,7 +118,31 @@ def _run_search(address, body, path) -> int:
         ray.shutdown()
     print(format_table(trial_table(path)))
     print(f"experiment: {path}  (status: raysearch status {path})")
+    if "://" in path:
+        print(f"analyse it with: raysearch analyze {path} --out DIR")
+        return 0
+    from analysis import analyze_experiments, write_outputs
+
+    try:
+        result = analyze_experiments([path])
+    except UserInputError as e:
+        print(f"no analysis: {e}")
+        return 0
+    written = write_outputs(result, Path(path) / "analysis")
+    _print_front(result)
+    print(f"analysis: {written['report.md']} (and the frames and plots beside it)")
     return 0
+
+
+def _print_front(result):
+    from analysis.frames import coupled_groups
+
+    quality = result.objectives[0][0]
+    print(f"Pareto front of {len(result.trials)} trials ({quality} up, remaining parameters down):")
+    for _, row in result.front.iterrows():
+        how = row["preset"] if row["preset"] != "searched" else row["coupling"]
+        print(f"  {row['trial_id']}  sparsity {row['exact_sparsity']:.3f}  {quality} {row[quality]:.4f}  {how}  "
+              f"groups {','.join(coupled_groups(row)) or '-'}")
 
 
 def cmd_resume(args) -> int:
@@ -128,7 +154,7 @@ def cmd_resume(args) -> int:
 
         path = jobs.experiment_of_job(args.job, args.dashboard)
         print(f"job {args.job}: experiment {path}")
-    from .distributed.search import read_meta
+    from .experiment import read_meta
 
     read_meta(path)  # fails clearly before Ray starts
     return _run_search(args.address, lambda search: search.resume(path), path)
@@ -138,6 +164,24 @@ def cmd_status(args) -> int:
     from .distributed.status import format_table, trial_table
 
     print(format_table(trial_table(args.path)))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from analysis import analyze_experiments, write_outputs
+
+    objectives = None
+    if args.objective:
+        objectives = []
+        for spec in args.objective:
+            column, _, mode = spec.partition(":")
+            if mode not in ("max", "min"):
+                raise UserInputError("--objective", f"{spec!r} has no direction", "write COLUMN:max or COLUMN:min, e.g. target_dev:max")
+            objectives.append((column, mode))
+    result = analyze_experiments(args.experiments, objectives, sets=args.sets, width=args.bin_width)
+    written = write_outputs(result, args.out)
+    _print_front(result)
+    print(f"wrote {len(written)} files to {args.out} (report: {written['report.md']})")
     return 0
 
 
@@ -156,16 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     spaces.set_defaults(func=cmd_spaces)
 
     launch = sub.add_parser("launch", help="run a multi-objective search (Ray Tune + Optuna, trials on Ray Train)")
-    launch.add_argument("space", nargs="?", default="demo", help="a shipped space name (raysearch spaces) or a YAML file")
+    launch.add_argument("space", nargs="?", default="demo",
+                        help="a shipped space name (raysearch spaces) or a YAML file (default: demo, the built-in synthetic pair)")
     launch.add_argument("--address", help="Ray cluster address (default: start a local Ray on 127.0.0.1)")
-    launch.add_argument("--num-samples", type=int, default=8, help="trials in total")
+    launch.add_argument("--num-samples", type=int, default=12, help="trials in total (default 12)")
     launch.add_argument("--workers-per-trial", type=int, default=1)
     launch.add_argument("--cpus-per-worker", type=float, default=1.0)
     launch.add_argument("--gpus-per-worker", type=float, default=0.0)
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")
-    launch.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 or random")
+    launch.add_argument("--sampler", default="tpe", help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
     launch.add_argument("--seed", type=int, default=0, help="sampler seed")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space's base config")
     launch.add_argument("--submit", action="store_true", help="submit as a Ray Job (visible in the dashboard) instead of running here")
@@ -182,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="table of an experiment's trials")
     status.add_argument("path")
     status.set_defaults(func=cmd_status)
+
+    analyze = sub.add_parser("analyze", help="frames, Pareto fronts, plots and the how/what/when report of experiments")
+    analyze.add_argument("experiments", nargs="+", help="experiment folders (or storage URIs)")
+    analyze.add_argument("--out", required=True, help="output folder (new, empty, or an earlier analysis)")
+    analyze.add_argument("--objective", action="append", metavar="COLUMN:max|min", help="objectives (default: the space's own)")
+    analyze.add_argument("--sets", choices=["seed", "experiment"], help="aggregate fronts over seeds or experiments "
+                         "(default: experiments when several are given, else seeds)")
+    analyze.add_argument("--bin-width", type=float, default=0.1, help="sparsity bin width for matched comparisons")
+    analyze.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -75,6 +75,9 @@ class TaskConfig:
     train_split: str = "train"
     dev_split: str | None = None  # "dev" or "validation" when omitted
     test_split: str | None = None  # "test" when present and labelled
+    # With no labelled test split, hold out this many training examples (seed 0, the same for every trial) as
+    # the test split, so a front selected on dev can be checked on data that played no part in selection.
+    heldout_test_size: int | None = None
 
     def validate(self, where: str):
         _check(bool(self.source), f"{where}.source", "is empty", "give a data folder, file or `datasets` name")
@@ -84,6 +87,9 @@ class TaskConfig:
             _check(1 <= len(self.text_columns) <= 2, f"{where}.text_columns", "needs one or two columns", "list the text column(s)")
         if self.num_labels is not None:
             _check(self.num_labels >= 2, f"{where}.num_labels", f"must be >= 2, got {self.num_labels}", "give the class count")
+        if self.heldout_test_size is not None:
+            _check(isinstance(self.heldout_test_size, int) and self.heldout_test_size > 0, f"{where}.heldout_test_size",
+                   f"must be a positive integer, got {self.heldout_test_size!r}", "give a number of training examples or remove the field")
 
 
 @dataclass

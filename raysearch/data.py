@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import TaskConfig
+from . import synthetic
 from .errors import UserInputError
 
 _EXTENSIONS = {".tsv": "csv", ".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
@@ -94,7 +95,10 @@ def _text_columns(task: TaskConfig, columns, where: str) -> list[str]:
 def load_task(task: TaskConfig, where: str) -> TaskData:
     """Load and validate a task. `where` names its config section in error messages."""
     path = Path(task.source).expanduser()
-    raw = _read_local(path, where) if path.exists() else _read_hub(task, where)
+    if synthetic.is_synthetic(task.source):
+        raw = synthetic.load_raw(task.source, where)
+    else:
+        raw = _read_local(path, where) if path.exists() else _read_hub(task, where)
     if task.train_split not in raw:
         raise UserInputError(f"{where}.source", f"no {task.train_split!r} split in {task.source} (have {', '.join(raw)})", "add a train file or set train_split")
     roles = {"train": task.train_split, "dev": _pick_split(raw, task.dev_split, "dev", where),
@@ -121,8 +125,23 @@ def load_task(task: TaskConfig, where: str) -> TaskData:
         if role == "test" and labels is not None and all(label == -1 for label in labels):
             continue  # GLUE-style unlabelled test split
         splits[role] = {"texts": texts, "labels": labels}
+    if task.heldout_test_size is not None and "test" not in splits and task.kind == "classification":
+        splits["train"], splits["test"] = _hold_out(splits["train"], task.heldout_test_size, f"{where}.heldout_test_size")
     num_labels = _check_labels(task, splits, where) if task.kind == "classification" else None
     return TaskData(name=path.name if path.exists() else task.source, kind=task.kind, metric=task.metric, num_labels=num_labels, splits=splits)
+
+
+def _hold_out(train: dict, size: int, where: str) -> tuple[dict, dict]:
+    """Split `size` examples off the training set with a fixed seed, so every trial sees the same test set."""
+    n = len(train["texts"])
+    if size >= n:
+        raise UserInputError(where, f"{size} is not smaller than the training split ({n} examples)", "hold out fewer examples")
+    held = set(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:size].tolist())
+
+    def select(in_held: bool) -> dict:
+        return {key: [v for i, v in enumerate(values) if (i in held) == in_held] for key, values in train.items()}
+
+    return select(False), select(True)
 
 
 def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:

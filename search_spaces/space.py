@@ -92,15 +92,18 @@ class SearchSpace:
         return sampled
 
     def overrides(self, flat: dict) -> dict:
-        """Turn Optuna's flat params (as Tune's trial config) into config overrides."""
-        out = {}
+        """Turn a trial's flat params (as Tune's trial config) into config overrides. Parameters whose
+        `when` does not hold are dropped: Optuna never samples them, Tune's random search samples all."""
+        out, taken = {}, {}
         for param in self.params:
+            if not param.active(taken):
+                continue
             if param.kind == "subset":
                 keys = [f"{param.path}.{g}" for g in param.choices]
                 if any(k in flat for k in keys):
                     out[param.path] = [g for g in param.choices if flat.get(f"{param.path}.{g}") == "on"]
             elif param.path in flat:
-                value = flat[param.path]
+                value = taken[param.path] = flat[param.path]
                 out[param.path] = int(round(value * self.max_steps)) if param.kind == "fraction" else value
         # coupling with no group coupled is no coupling at all: say so, rather than fail the trial
         if out.get("transfer.coupling", self.base.get("transfer", {}).get("coupling")) in ("tied", "soft") and out.get("transfer.groups") == []:
@@ -122,6 +125,36 @@ class SearchSpace:
             if isinstance(section, dict) and section.get("source") and Path(section["source"]).expanduser().exists():
                 section["source"] = str(Path(section["source"]).expanduser().resolve())
         return space_from_dict({**self.to_dict(), "base": base}, name=self.name, source=self.source)
+
+    def tune_param_space(self, grid: bool = False) -> dict:
+        """Every parameter as a Ray Tune distribution, for Tune's own random search (conditions are
+        applied afterwards, in `overrides`); with `grid`, every combination of categorical choices."""
+        from ray import tune
+
+        if grid:
+            continuous = [p.path for p in self.params if p.kind not in ("categorical", "subset")]
+            if continuous:
+                raise UserInputError("--sampler grid", f"needs categorical parameters only; {', '.join(continuous)} are continuous",
+                                     "use tpe or random for this space, or give those parameters choices")
+        pick = tune.grid_search if grid else tune.choice
+        space = {}
+        for p in self.params:
+            if p.kind == "categorical":
+                space[p.path] = pick(p.choices)
+            elif p.kind == "subset":
+                space.update({f"{p.path}.{g}": pick(["on", "off"]) for g in p.choices})
+            elif p.kind == "int":
+                space[p.path] = tune.randint(int(p.low), int(p.high) + 1)
+            else:
+                space[p.path] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
+        return space
+
+    def grid_size(self) -> int:
+        """Trials in the full grid of categorical choices (a subset parameter is on/off per element)."""
+        size = 1
+        for p in self.params:
+            size *= 2 ** len(p.choices) if p.kind == "subset" else len(p.choices) if p.kind == "categorical" else 1
+        return size
 
     def define_by_run(self):
         """A picklable define-by-run function for OptunaSearch (searcher checkpoints pickle it)."""

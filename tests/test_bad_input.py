@@ -1,5 +1,4 @@
 """Bad configs and data fail before training with one line naming the field and the fix."""
-import json
 
 import pytest
 

@@ -1,10 +1,12 @@
 """Task loading, limited-data subsampling, batching and metrics."""
 import json
+from collections import Counter
 
 import pytest
 
 from raysearch.config import TaskConfig
 from raysearch.data import BatchStream, load_task, subsample
+from raysearch.errors import UserInputError
 from raysearch.metrics import accuracy, f1, matthews_corrcoef
 
 from .conftest import SHARED_DATA, write_tsv
@@ -60,3 +62,15 @@ def test_batch_stream_is_deterministic_and_shards_disjointly():
         assert a == BatchStream(50, 4, seed=3, rank=0, world_size=2).indices(step)
     epoch = [i for step in range(6) for i in ranks[0].indices(step) + ranks[1].indices(step)]
     assert len(set(epoch)) == 48  # no repeats within an epoch
+
+
+def test_heldout_test_split_is_carved_from_train_the_same_for_every_run():
+    rte = str(SHARED_DATA / "RTE")
+    first = load_task(TaskConfig(source=rte, heldout_test_size=200), "target")
+    again = load_task(TaskConfig(source=rte, heldout_test_size=200), "target")
+    full = load_task(TaskConfig(source=rte), "target")
+    assert len(first.splits["test"]["texts"]) == 200 and first.splits["test"] == again.splits["test"]
+    assert len(first.splits["train"]["texts"]) == len(full.splits["train"]["texts"]) - 200
+    assert Counter(first.splits["test"]["texts"] + first.splits["train"]["texts"]) == Counter(full.splits["train"]["texts"])
+    with pytest.raises(UserInputError, match=r"target.heldout_test_size: 5000 is not smaller"):
+        load_task(TaskConfig(source=rte, heldout_test_size=5000), "target")

@@ -52,7 +52,7 @@ def _experiment(tmp_path, name):
 def test_four_trial_search_on_two_cpus(cluster, tmp_path):
     db = f"sqlite:///{tmp_path / 'study.db'}"
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "4", "--storage-path", str(tmp_path / "exp"),
-                 "--name", "four", "--optuna-storage", db, *FAST])
+                 "--name", "four", "--optuna-storage", db, *FAST, "--set", "target.heldout_test_size=64"])
     assert code == 0
     frame = trial_table(str(_experiment(tmp_path, "four")))
     assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}
@@ -64,7 +64,8 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path):
     space = load_space("demo")
     allowed = {p.path: p for p in space.params}
     for _, row in frame.iterrows():
-        config = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/") and v == v}
+        config = {k.removeprefix("param/"): v for k, v in row.items() if k.startswith("param/") and v == v}
+        assert config  # the sampled values are in the frame
         for key, value in config.items():
             base_key = key if key in allowed else key.rsplit(".", 1)[0]
             param = allowed[base_key]  # every sampled key belongs to the space
@@ -74,6 +75,27 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path):
                 assert value in ("on", "off")
             else:
                 assert param.low <= value <= param.high
+
+    # the real experiment analyses into every output file, with the held-out test split reported
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(_experiment(tmp_path, "four")), "--out", str(out)]) == 0
+    for name in ("trials.parquet", "trials.csv", "history.parquet", "history.csv", "front.csv", "effects.csv",
+                 "hypervolume_history.csv", "front.png", "effects.png", "hypervolume.png", "report.md"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "## Pareto front (selected on dev)" in report and "Test minus dev over the dev-selected front" in report
+    assert frame["target_test"].notna().all()
+
+
+def test_tune_random_search_baseline(cluster, tmp_path):
+    code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "2", "--sampler", "random", "--seed", "3",
+                 "--storage-path", str(tmp_path / "exp"), "--name", "random", *FAST])
+    assert code == 0
+    frame = trial_table(str(_experiment(tmp_path, "random")))
+    assert len(frame) == 2 and set(frame["status"]) == {"TERMINATED"} and frame["target_dev"].notna().all()
+    # Tune samples every parameter; the conditions still decide what a trial runs with
+    assert frame["param/transfer.coupling_strength"].notna().all()
+    assert (frame["coupling_strength"].notna() == (frame["coupling"] == "soft")).all()
 
 
 def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path):

@@ -1,9 +1,9 @@
 """Search spaces: the shipped ones load; bad ones report every problem with its key path."""
 import optuna
 import pytest
-import yaml
 
 from raysearch.errors import UserInputError
+from raysearch.transfer.groups import GROUPS
 from search_spaces import list_spaces, load_space, space_from_dict
 
 from .conftest import SHARED_DATA
@@ -41,9 +41,9 @@ def test_define_by_run_samples_conditionals_and_valid_configs():
 
 def test_base_overrides_apply_and_local_paths_become_absolute(monkeypatch):
     monkeypatch.chdir(SHARED_DATA)
-    space = load_space("demo").with_base(["target.source=RTE", "max_steps=40"])
+    space = load_space("demo").with_base(["target.source=RTE", "max_steps=400"])
     assert space.base["target"]["source"] == str((SHARED_DATA / "RTE").resolve())
-    assert space.base["max_steps"] == 40
+    assert space.base["max_steps"] == 400
 
 
 def _problems(data) -> str:
@@ -90,3 +90,29 @@ def test_unknown_space_and_bad_yaml(tmp_path):
     bad.write_text("parameters: [unclosed")
     with pytest.raises(UserInputError, match="not valid YAML"):
         load_space(str(bad))
+
+
+def test_tune_random_search_space_samples_everything_and_conditions_apply_after():
+    from ray import tune
+
+    space = load_space("demo")
+    domains = space.tune_param_space()
+    assert set(domains) == {"transfer.coupling", "transfer.coupling_strength", "transfer.transfer_start_step",
+                            "pruning.target_sparsity", *(f"transfer.groups.{g}" for g in GROUPS)}
+    assert isinstance(domains["transfer.coupling_strength"], tune.search.sample.Float)
+    flat = {"transfer.coupling": "tied", "transfer.coupling_strength": 0.1, "transfer.transfer_start_step": 0.5,
+            "pruning.target_sparsity": 0.7, **{f"transfer.groups.{g}": "on" for g in GROUPS}}
+    overrides = space.overrides(flat)
+    assert "transfer.coupling_strength" not in overrides  # only for soft coupling
+    assert overrides["transfer.transfer_start_step"] == 150 and overrides["transfer.groups"] == list(GROUPS)
+    none = space.overrides({**flat, "transfer.coupling": "none"})
+    assert set(none) == {"transfer.coupling", "pruning.target_sparsity"}  # groups and start step need coupling
+
+
+def test_grid_covers_every_baseline_once_and_refuses_continuous_parameters():
+    space = load_space("baselines")
+    grid = space.tune_param_space(grid=True)
+    assert grid["transfer.preset"] == {"grid_search": ["no_transfer", "sequential", "multitask"]}
+    assert space.grid_size() == 3 * 2 * 3  # presets x sparsities x seeds
+    with pytest.raises(UserInputError, match="--sampler grid: needs categorical parameters only; transfer.coupling_strength"):
+        load_space("demo").tune_param_space(grid=True)

@@ -4,12 +4,10 @@ Ray 2.60 runs Train V2, where a Tune *function* trial builds and fits a TorchTra
 passed to the Tuner fails). The trial function asks for no CPU of its own, so that N workers per
 trial and the cluster's CPUs alone decide how many trials run at once (no deadlock on 2 CPUs).
 """
-import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import ray
 from ray import tune
@@ -21,10 +19,12 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import SearchSpace, space_from_dict
 
 from ..errors import UserInputError
+from ..experiment import absolute, experiment_path, holds_experiment, read_meta, write_meta
 from .worker import train_loop_per_worker
 
-EXPERIMENT_FILE = "raysearch_experiment.json"
-SAMPLERS = ("tpe", "nsga2", "random")
+# Optuna's TPE and NSGA-II; Ray Tune's BasicVariantGenerator for random search and for the full grid of
+# categorical choices (e.g. the baselines: every preset x seed once)
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
 @dataclass
@@ -80,14 +80,19 @@ def _trainable(meta: dict):
     return tune.with_resources(fn, {"cpu": 0, "memory": 1024 * 1024})
 
 
-def _sampler(name: str, seed: int):
+def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
+    """(search algorithm, Tune param_space): Optuna with two objectives, or Tune's random search."""
+    if settings.sampler in ("random", "grid"):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=settings.seed), space.tune_param_space(grid=settings.sampler == "grid")
     import optuna
 
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    sampler = optuna.samplers.NSGAIISampler(seed=settings.seed) if settings.sampler == "nsga2" else \
+        optuna.samplers.TPESampler(seed=settings.seed, multivariate=True)
+    searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
+                            study_name=name, storage=_optuna_storage(settings.optuna_storage))
+    return searcher, None
 
 
 def max_concurrent_trials(settings: SearchSettings) -> int:
@@ -117,6 +122,15 @@ class FrontProgress(tune.Callback):
         if not self.quiet:
             print(line, flush=True)
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        """A line per evaluation, so that a long trial shows it is alive."""
+        if "step" not in result:
+            return
+        shown = ", ".join(f"{m} {result[m]:.4g}" for m in self.space.metrics if isinstance(result.get(m), (int, float)))
+        running = sum(t.status == "RUNNING" for t in trials)
+        self.print(f"[raysearch] trial {trial.trial_id} step {result['step']} ({result.get('phase', '')}): {shown}; "
+                   f"{len(self.done)}/{self.total} done, {running} running")
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         if all(m in result for m in self.space.metrics):
@@ -141,68 +155,28 @@ def pareto_front(points: dict, modes: list[str]) -> list:
 # ------------------------------------------------------------------ launch / resume
 
 
-def absolute(path: str) -> str:
-    """Ray's experiment readers take absolute paths or URIs, not relative paths."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
-def experiment_path(storage_path: str, name: str) -> str:
-    return f"{storage_path.rstrip('/')}/{name}"
-
-
-def _write_meta(path: str, meta: dict):
-    if "://" in path:  # remote storage: Ray's own syncing holds the experiment; keep a copy beside it via pyarrow
-        import pyarrow.fs as pafs
-
-        fs, root = pafs.FileSystem.from_uri(path)
-        fs.create_dir(root, recursive=True)
-        with fs.open_output_stream(f"{root}/{EXPERIMENT_FILE}") as f:
-            f.write(json.dumps(meta, indent=2).encode())
-        return
-    Path(path).mkdir(parents=True, exist_ok=True)
-    (Path(path) / EXPERIMENT_FILE).write_text(json.dumps(meta, indent=2))
-
-
-def read_meta(path: str) -> dict:
-    if "://" in path:
-        import pyarrow.fs as pafs
-
-        fs, root = pafs.FileSystem.from_uri(path)
-        try:
-            with fs.open_input_stream(f"{root}/{EXPERIMENT_FILE}") as f:
-                return json.loads(f.read().decode())
-        except FileNotFoundError:
-            pass
-    elif (Path(path) / EXPERIMENT_FILE).is_file():
-        return json.loads((Path(path) / EXPERIMENT_FILE).read_text())
-    raise UserInputError(str(path), f"is not a raysearch experiment (no {EXPERIMENT_FILE})", "give the folder that `raysearch launch` printed")
-
-
-def _already_an_experiment(path: str) -> bool:
-    return "://" not in path and Path(path).exists() and any(Path(path).iterdir())
-
-
 def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name: str, quiet: bool = False):
     """Run a new search to completion; returns the Tune ResultGrid."""
     path = experiment_path(storage_path, name)
-    if _already_an_experiment(path):
+    if holds_experiment(path):
         raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume`, or choose another --name")
     meta = {"name": name, "storage_path": storage_path, "space": space.to_dict(), "settings": asdict(settings),
             "train_storage": f"{path}/train_runs", "created": time.time()}
-    searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes,
-                            sampler=_sampler(settings.sampler, settings.seed), study_name=name,
-                            storage=_optuna_storage(settings.optuna_storage))
+    searcher, param_space = _search(space, settings, name)
+    # a grid runs each combination once, whatever --num-samples says
+    total = space.grid_size() if settings.sampler == "grid" else settings.num_samples
     tuner = tune.Tuner(
         _trainable(meta),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=settings.num_samples,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1 if settings.sampler == "grid" else total,
                                     max_concurrent_trials=max_concurrent_trials(settings)),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=[FrontProgress(space, settings.num_samples, quiet)]),
+                                  callbacks=[FrontProgress(space, total, quiet)]),
     )
-    _write_meta(path, meta)
+    write_meta(path, meta)
     if not quiet:
-        print(f"[raysearch] experiment {path}: {settings.num_samples} trials of space {space.name!r}, "
-            f"{max_concurrent_trials(settings)} at a time")
+        print(f"[raysearch] experiment {path}: {total} trials of space {space.name!r} ({settings.sampler}), "
+              f"{max_concurrent_trials(settings)} at a time")
     return tuner.fit()
 
 
@@ -210,7 +184,7 @@ def resume(path: str):
     """Continue a stopped experiment: finished trials kept, unfinished/errored ones from their checkpoints."""
     path = absolute(path)
     meta = read_meta(path)
-    space = space_from_dict(meta["space"])
+    space_from_dict(meta["space"])  # a damaged space fails here, before Ray restores anything
     if not tune.Tuner.can_restore(path):
         raise UserInputError(str(path), "holds no Tune experiment state yet", "launch it again with the same --name")
     tuner = tune.Tuner.restore(path, trainable=_trainable(meta), resume_unfinished=True, resume_errored=True)

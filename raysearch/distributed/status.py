@@ -1,25 +1,13 @@
-"""Trial tables of an experiment, read from its folder without a running cluster."""
+"""`raysearch status`: the trial table of an experiment, read from its folder (no Ray needed)."""
 import pandas as pd
 
 COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remaining_params")
 
 
 def trial_table(path: str) -> pd.DataFrame:
-    from ray.tune import ExperimentAnalysis
+    from analysis.frames import trial_frame
 
-    from .search import absolute, read_meta
-
-    path = absolute(path)
-    read_meta(path)  # a clear error for a folder that is not a raysearch experiment
-    analysis = ExperimentAnalysis(path)
-    rows = []
-    for trial in analysis.trials:
-        result = trial.last_result or {}
-        row = {"trial_id": trial.trial_id, "status": trial.status}
-        row.update({k: result.get(k) for k in COLUMNS[2:]})
-        row.update({f"config/{k}": v for k, v in trial.config.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return trial_frame([path])
 
 
 def format_table(frame: pd.DataFrame) -> str:

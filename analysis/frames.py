@@ -1,0 +1,180 @@
+"""Trial and history frames from experiment folders, read without Ray.
+
+An experiment folder (written by `raysearch launch`) holds, per Tune trial, `run_trial_<id>_<n>_.../`
+with `params.json` (the values sampled from the space) and `result.json` (one JSON line per
+evaluation). The trial's full config is rebuilt from the space stored in `raysearch_experiment.json`,
+so every column below comes from the same validated `TrainConfig` the trial ran with.
+
+    trials = trial_frame(["runs/search/rte-hww"])    # one row per trial
+    history = history_frame(["runs/search/rte-hww"])  # one row per evaluation of each trial
+"""
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from raysearch.errors import UserInputError
+from raysearch.experiment import Folder, read_meta
+from raysearch.transfer.groups import GROUPS
+from search_spaces import space_from_dict
+
+TRIAL_DIR = re.compile(r"^run_trial_(?P<trial_id>[0-9a-f]+)_(?P<index>\d+)")
+# metrics of one evaluation, as the loop reports them (history columns, and the trial's final values)
+METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_sparsity", "expected_sparsity",
+           "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time")
+BEST = ("best_target_dev", "best_step", "test_at_best_dev")
+
+
+def config_columns(config) -> dict:
+    """The flattened config of one trial: the factors the analysis asks about, plus what identifies the run."""
+    t, p = config.transfer, config.pruning
+    coupled = t.coupling != "none" and bool(t.groups)
+    row = {
+        "preset": t.preset or "searched",
+        "coupling": t.coupling if coupled else "none",
+        **{f"group_{g}": coupled and g in t.groups for g in GROUPS},
+        "n_groups": len(t.groups) if coupled else 0,
+        "transfer_start_step": t.transfer_start_step if coupled else None,
+        "transfer_start_fraction": t.transfer_start_step / config.max_steps if coupled else None,
+        "transfer_weight": t.transfer_weight if coupled else None,
+        "coupling_strength": t.coupling_strength if coupled and t.coupling == "soft" else None,
+        "target_weight": t.target_weight,
+        "target_sparsity": p.target_sparsity,
+        "seed": config.seed,
+        "max_steps": config.max_steps,
+        "learning_rate": config.learning_rate,
+        "target_train_size": config.target_train_size,
+        "model": "tiny" if config.model.tiny else config.model.name_or_path,
+        "target_task": Path(config.target.source).name or config.target.source,
+        "transfer_task": (Path(t.task.source).name or t.task.source) if t.task and coupled else None,
+    }
+    return row
+
+
+def coupled_groups(row) -> list[str]:
+    """The parameter groups a trial coupled (row: a trial-frame row as a Series or dict)."""
+    return [g for g in GROUPS if row.get(f"group_{g}") in (True, 1)]
+
+
+class Experiment:
+    """One experiment folder: its metadata and, per trial, sampled params, results and Tune status."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self.meta = read_meta(self.path)
+        self.name = self.meta.get("name") or Path(self.path).name
+        self.space = space_from_dict(self.meta["space"])
+        self.folder = Folder(self.path)
+
+    def trial_dirs(self) -> list[tuple[str, str, int]]:
+        """(folder name, trial id, trial index) in creation order."""
+        found = []
+        for name in self.folder.list():
+            match = TRIAL_DIR.match(name)
+            if match:
+                found.append((name, match["trial_id"], int(match["index"])))
+        return sorted(found, key=lambda t: t[2])
+
+    def statuses(self) -> dict[str, str]:
+        """Tune's status per trial id, from the newest experiment state (empty before the first save)."""
+        states = [n for n in self.folder.list() if n.startswith("experiment_state-") and n.endswith(".json")]
+        if not states:
+            return {}
+        try:
+            state = json.loads(self.folder.read_text(states[-1]))
+            return {d["trial_id"]: d["status"] for d in (json.loads(entry[0]) for entry in state["trial_data"])}
+        except (ValueError, KeyError, TypeError, IndexError):
+            return {}  # a state being rewritten as we read it: status is then judged from the results alone
+
+    def results(self, trial_dir: str) -> list[dict]:
+        """Evaluations of one trial, one per step: a step re-run after a restart keeps its latest report."""
+        if not self.folder.exists(f"{trial_dir}/result.json"):
+            return []
+        by_step = {}
+        for line in self.folder.read_text(f"{trial_dir}/result.json").splitlines():
+            try:
+                result = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if "step" in result:
+                by_step[result["step"]] = result
+        return [by_step[s] for s in sorted(by_step)]
+
+    def params(self, trial_dir: str) -> dict:
+        return json.loads(self.folder.read_text(f"{trial_dir}/params.json")) if self.folder.exists(f"{trial_dir}/params.json") else {}
+
+
+def _experiments(paths) -> list[Experiment]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise UserInputError("experiments", "none given", "pass one or more experiment folders")
+    return [Experiment(str(p)) for p in paths]
+
+
+def trial_frame(paths) -> pd.DataFrame:
+    """One row per trial of every experiment: config columns, final and best metrics, status."""
+    rows = []
+    for exp in _experiments(paths):
+        statuses = exp.statuses()
+        for trial_dir, trial_id, index in exp.trial_dirs():
+            params = exp.params(trial_dir)
+            results = exp.results(trial_dir)
+            final = results[-1] if results else {}
+            row = {"experiment": exp.name, "trial_id": trial_id, "trial_index": index}
+            row.update(config_columns(exp.space.trial_config(params)) if params else {})
+            row.update({f"param/{k}": v for k, v in params.items()})
+            row.update({m: final.get(m) for m in METRICS})
+            row.update({m: final.get(m) for m in BEST})
+            row["complete"] = bool(final) and final.get("step") == row.get("max_steps")
+            row["status"] = statuses.get(trial_id, "TERMINATED" if row["complete"] else "UNKNOWN")
+            row["experiment_path"] = exp.path
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["experiment", "trial_id", "trial_index", "status", "complete", *METRICS])
+    return frame
+
+
+def history_frame(paths) -> pd.DataFrame:
+    """One row per evaluation step of every trial."""
+    rows = []
+    for exp in _experiments(paths):
+        for trial_dir, trial_id, index in exp.trial_dirs():
+            for result in exp.results(trial_dir):
+                rows.append({"experiment": exp.name, "trial_id": trial_id, "trial_index": index,
+                             **{m: result.get(m) for m in METRICS + BEST}})
+    return pd.DataFrame(rows, columns=["experiment", "trial_id", "trial_index", *METRICS, *BEST])
+
+
+# ------------------------------------------------------------------ save / load
+
+FORMATS = ("parquet", "csv")
+
+
+def save_frames(frames: dict[str, pd.DataFrame], out_dir: str | Path, formats=FORMATS) -> list[Path]:
+    """Write each frame as OUT/<name>.parquet and/or .csv; returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in frames.items():
+        for fmt in formats:
+            if fmt not in FORMATS:
+                raise UserInputError("formats", f"unknown format {fmt!r}", f"choose from {', '.join(FORMATS)}")
+            path = out / f"{name}.{fmt}"
+            frame.to_parquet(path, index=False) if fmt == "parquet" else frame.to_csv(path, index=False)
+            written.append(path)
+    return written
+
+
+def load_frame(path: str | Path) -> pd.DataFrame:
+    """A frame saved by `save_frames` (parquet or CSV, by suffix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(str(path), "no such file", "give a .parquet or .csv written by `raysearch analyze`")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise UserInputError(str(path), f"unknown suffix {path.suffix!r}", "give a .parquet or .csv file")

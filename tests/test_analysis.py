@@ -1,0 +1,242 @@
+"""analysis/: fronts, hypervolume, aggregation, effects and frames on synthetic data with known answers."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import (analyze, attainment_front, baseline_comparison, best_per_sparsity_bin, factor_effects, heldout_check,
+                      hypervolume, hypervolume_history, load_frame, param_importances, pareto_front, pareto_rank, save_frames,
+                      trial_frame, write_outputs)
+from analysis.frames import history_frame
+from raysearch.cli import main
+from raysearch.errors import UserInputError
+from raysearch.transfer.groups import GROUPS
+from search_spaces import load_space
+
+FULL = 1000
+
+
+def frame(points, **columns) -> pd.DataFrame:
+    """Trials at (quality, remaining params); extra columns broadcast or given per row."""
+    f = pd.DataFrame(points, columns=["target_dev", "remaining_params"])
+    f["full_params"] = FULL
+    f["exact_sparsity"] = 1 - f["remaining_params"] / FULL
+    f["experiment"] = "synthetic"
+    f["trial_id"] = [f"t{i}" for i in range(len(f))]
+    f["trial_index"] = range(1, len(f) + 1)
+    for name, value in columns.items():
+        f[name] = value
+    return f
+
+
+# ------------------------------------------------------------------ fronts
+
+
+def test_front_of_a_known_set_with_a_tie_and_a_nan():
+    f = frame([(0.9, 800), (0.8, 500), (0.7, 500), (0.8, 500), (0.6, 200), (0.5, 300), (np.nan, 100)])
+    rank = pareto_rank(f)
+    assert rank.tolist()[:6] == [0, 0, 1, 0, 0, 1] and math.isnan(rank.iloc[6])  # the tie (rows 1, 3) is on the front twice
+    assert pareto_front(f)["trial_id"].tolist() == ["t0", "t1", "t3", "t4"]  # best quality first
+
+
+def test_single_trial_is_its_own_front_and_mixed_directions():
+    assert pareto_front(frame([(0.7, 400)]))["trial_id"].tolist() == ["t0"]
+    f = frame([(0.9, 800), (0.5, 200), (0.6, 900)])
+    # both minimised: lower quality is "better" -> (0.5, 200) dominates everything
+    assert pareto_front(f, [("target_dev", "min"), ("remaining_params", "min")])["trial_id"].tolist() == ["t1"]
+    # both maximised: (0.9, 800) and (0.6, 900) are the front
+    assert set(pareto_front(f, [("target_dev", "max"), ("remaining_params", "max")])["trial_id"]) == {"t0", "t2"}
+
+
+def test_fronts_per_group():
+    f = frame([(0.9, 800), (0.8, 900), (0.7, 600), (0.6, 700)], coupling=["tied", "tied", "soft", "soft"])
+    fronts = pareto_front(f, by="coupling")
+    assert sorted(fronts["trial_id"]) == ["t0", "t2"]
+
+
+# ------------------------------------------------------------------ hypervolume
+
+
+def test_hypervolume_against_hand_computed_values():
+    # reference (quality 0, 1000 params); points (0.8, 500) and (0.6, 200) ->
+    # union of rectangles [0,0.8]x[500,1000] and [0,0.6]x[200,1000] = 0.8*500 + 0.6*300 = 580, / 1000
+    f = frame([(0.8, 500), (0.6, 200), (0.5, 600)])
+    assert hypervolume(f) == pytest.approx(0.58)
+    assert hypervolume(f.iloc[:1]) == pytest.approx(0.4)
+    assert hypervolume(f, reference=[0.5, 1000]) == pytest.approx((0.3 * 500 + 0.1 * 300) / 1000)
+    assert hypervolume(frame([(0.9, 1200)])) == 0.0  # worse than the reference in one objective: nothing
+    history = hypervolume_history(f)
+    assert history["hypervolume"].round(6).tolist() == [0.4, 0.58, 0.58]
+
+
+def test_hypervolume_needs_a_reference_for_unknown_objectives():
+    f = frame([(0.8, 500)], latency=3.0)
+    with pytest.raises(UserInputError, match="objective latency: has no default hypervolume reference point"):
+        hypervolume(f, [("target_dev", "max"), ("latency", "min")])
+    assert hypervolume(f, [("target_dev", "max"), ("latency", "min")], reference=[0, 5]) == pytest.approx(0.8 * 2)
+
+
+# ------------------------------------------------------------------ aggregation
+
+
+def test_best_per_bin_and_attainment_across_seeds():
+    f = frame([(0.80, 400), (0.70, 390), (0.60, 200), (0.74, 410), (0.50, 210), (0.66, 190)], seed=[0, 0, 0, 1, 1, 1])
+    per_bin = best_per_sparsity_bin(f, sets="seed").set_index("sparsity_bin")
+    assert per_bin.loc[0.6, "mean"] == pytest.approx((0.80 + 0.74) / 2) and per_bin.loc[0.6, "seeds"] == 2
+    assert per_bin.loc[0.8, "mean"] == pytest.approx((0.60 + 0.66) / 2)
+    assert per_bin.loc[0.8, "std"] == pytest.approx(np.std([0.60, 0.66], ddof=1))
+    # seed 0's front {(0.8,400),(0.7,390),(0.6,200)}, seed 1's {(0.74,410),(0.66,190)}: the 100% surface holds the
+    # points both attain, the worse corner of each crossing
+    both = attainment_front(f, sets="seed", percentile=100)
+    assert both.round(6).values.tolist() == [[0.74, 410.0], [0.66, 390.0], [0.6, 200.0]]
+
+
+# ------------------------------------------------------------------ held-out check and baselines
+
+
+def test_heldout_check_measures_selection_optimism():
+    f = frame([(0.9, 500), (0.6, 500), (0.7, 300)], target_test=[0.7, 0.6, 0.7])
+    check = heldout_check(f)
+    assert check.points["trial_id"].tolist() == ["t0", "t2"]
+    assert check.front_gap == pytest.approx(((0.9 - 0.7) + 0.0) / 2)
+    assert check.all_gap == pytest.approx((0.2 + 0.0 + 0.0) / 3)
+    assert check.test_front_share == 0.5  # on test, t2 (0.7, 300) dominates t0 (0.7, 500)
+    assert heldout_check(frame([(0.9, 500)])) is None  # no test column: nothing to check
+
+
+def test_baseline_comparison_per_sparsity_bin():
+    f = frame([(0.60, 400), (0.64, 400), (0.70, 410), (0.65, 395)], preset=["no_transfer", "no_transfer", "searched", "searched"],
+              target_test=[0.58, 0.62, 0.66, 0.69])
+    table = baseline_comparison(f).set_index("method")
+    assert table.loc["no_transfer", "dev_mean"] == pytest.approx(0.62) and table.loc["no_transfer", "trials"] == 2
+    assert table.loc["searched (best on dev)", "dev_mean"] == 0.70 and table.loc["searched (best on dev)", "test_mean"] == 0.66
+
+
+# ------------------------------------------------------------------ factor effects
+
+
+def _factorial(seed=0, n=48):
+    """Trials where tied coupling adds +0.05 quality and sparsity costs 0.3 per unit; tied trials are
+    over-represented at high sparsity, so a naive comparison (unmatched) would hide the gain."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        sparsity = 0.8 if i % 3 else 0.6
+        coupling = ("tied" if rng.random() < (0.8 if sparsity == 0.8 else 0.2) else "soft")
+        groups = {f"group_{g}": bool(rng.random() < 0.5) for g in GROUPS}
+        quality = 0.9 - 0.3 * sparsity + (0.05 if coupling == "tied" else 0.0) + rng.normal(0, 0.005)
+        rows.append({"target_dev": quality, "remaining_params": (1 - sparsity) * FULL, "coupling": coupling, **groups,
+                     "transfer_start_fraction": rng.uniform(0, 0.8), "transfer_weight": rng.uniform(0.1, 2),
+                     "coupling_strength": 0.01 if coupling == "soft" else np.nan, "target_sparsity": sparsity,
+                     "preset": "searched", "seed": i % 3})
+    return frame([(r["target_dev"], r["remaining_params"]) for r in rows], **pd.DataFrame(rows).drop(columns=["target_dev", "remaining_params"]))
+
+
+def test_factor_effect_is_measured_at_matched_sparsity_with_an_interval():
+    f = _factorial()
+    effects = factor_effects(f, n_boot=300).set_index(["factor", "level"])
+    tied = effects.loc[("coupling mode", "tied")]
+    assert tied["effect"] == pytest.approx(0.05, abs=0.01) and tied["ci_low"] > 0.03 and tied["ci_high"] < 0.07
+    naive = f[f["coupling"] == "tied"]["target_dev"].mean() - f[f["coupling"] == "soft"]["target_dev"].mean()
+    assert naive < 0.03  # the confounded comparison understates it
+    for g in GROUPS:  # groups do nothing here; what they pick up is chance overlap with tied coupling
+        assert abs(effects.loc[(f"group {g}", "on"), "effect"]) < 0.02
+
+
+def test_importances_rank_the_planted_factor_first():
+    importances = param_importances(_factorial())
+    assert importances.index[0] in ("coupling", "target_sparsity")
+    assert set(importances.index[:2]) == {"coupling", "target_sparsity"}
+
+
+def test_analysis_end_to_end_on_synthetic_trials_writes_every_output(tmp_path):
+    f = _factorial().assign(target_test=lambda x: x["target_dev"] - 0.02, complete=True)
+    result = analyze(f, objectives=[("target_dev", "max"), ("remaining_params", "min")], n_boot=100)
+    written = write_outputs(result, tmp_path / "out")
+    for name in ("trials.parquet", "trials.csv", "history.csv", "front.csv", "effects.csv", "front.png", "effects.png",
+                 "hypervolume.png", "report.md"):
+        assert (tmp_path / "out" / name).is_file() and name in written
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### How to couple" in report and "coupling mode**: best level `tied`" in report and "clear" in report
+    assert "![front](front.png)" in report
+    write_outputs(result, tmp_path / "out")  # an earlier analysis may be overwritten by a rerun
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserInputError, match="is not empty and holds no earlier analysis"):
+        write_outputs(result, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_frames_round_trip_through_parquet_and_csv(tmp_path):
+    f = _factorial(n=6)
+    save_frames({"trials": f}, tmp_path)
+    for suffix in ("parquet", "csv"):
+        back = load_frame(tmp_path / f"trials.{suffix}")
+        assert back.shape == f.shape
+        assert np.allclose(back["target_dev"], f["target_dev"])
+
+
+# ------------------------------------------------------------------ experiment folders (the files Tune writes)
+
+
+def _write_experiment(root, trials):
+    """An experiment folder in the layout `raysearch launch` leaves: metadata, per-trial params and results."""
+    space = load_space("demo").with_base([])
+    root.mkdir(parents=True)
+    (root / "raysearch_experiment.json").write_text(json.dumps({"name": root.name, "space": space.to_dict()}))
+    state = {"trial_data": [], "runner_data": {}, "stats": {}}
+    for index, (trial_id, params, results, status) in enumerate(trials, start=1):
+        d = root / f"run_trial_{trial_id}_{index}_seed=0_2026-11-21_10-00-00"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps(params))
+        (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+        state["trial_data"].append([json.dumps({"trial_id": trial_id, "status": status}), "{}"])
+    (root / "experiment_state-2026-11-21_10-00-00.json").write_text(json.dumps(state))
+
+
+def _result(step, dev, remaining):
+    return {"step": step, "phase": "pruning", "target_dev": dev, "exact_sparsity": 1 - remaining / FULL,
+            "remaining_params": remaining, "full_params": FULL}
+
+
+def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
+    params = {"transfer.coupling": "tied", "transfer.groups.embeddings": "on", "transfer.groups.attention": "off",
+              "transfer.groups.ffn": "on", "transfer.groups.layernorm": "off", "transfer.groups.masks": "off",
+              "transfer.transfer_start_step": 0.25, "pruning.target_sparsity": 0.5}
+    _write_experiment(tmp_path / "exp", [  # the demo space: 300 steps
+        ("aaaa0001", params, [_result(150, 0.6, 500), _result(300, 0.7, 400)], "TERMINATED"),
+        # restarted after step 150: step 150 reported twice, the later report wins
+        ("aaaa0002", {**params, "transfer.coupling": "none"}, [_result(150, 0.5, 600), _result(150, 0.55, 590)], "RUNNING"),
+        ("aaaa0003", {**params, "pruning.target_sparsity": 0.7}, [], "PENDING"),
+    ])
+    trials = trial_frame(tmp_path / "exp").set_index("trial_id")
+    assert trials.loc["aaaa0001", "complete"] and trials.loc["aaaa0001", "target_dev"] == 0.7
+    assert trials.loc["aaaa0001", "coupling"] == "tied" and trials.loc["aaaa0001", "group_embeddings"]
+    assert trials.loc["aaaa0001", "transfer_start_step"] == 75 and trials.loc["aaaa0001", "max_steps"] == 300
+    assert trials.loc["aaaa0002", "coupling"] == "none" and not trials.loc["aaaa0002", "group_embeddings"]
+    assert trials.loc["aaaa0002", "target_dev"] == 0.55 and not trials.loc["aaaa0002", "complete"]
+    assert trials.loc["aaaa0002", "status"] == "RUNNING" and trials.loc["aaaa0003", "status"] == "PENDING"
+    assert math.isnan(trials.loc["aaaa0003", "target_dev"])
+    history = history_frame(tmp_path / "exp")
+    assert len(history) == 3 and history.groupby("trial_id").size().to_dict() == {"aaaa0001": 2, "aaaa0002": 1}
+    # the CLI analyses it too (the unfinished trial is in the frame, left out of the front)
+    assert main(["analyze", str(tmp_path / "exp"), "--out", str(tmp_path / "out")]) == 0
+    assert set(pd.read_csv(tmp_path / "out" / "front.csv")["trial_id"]) == {"aaaa0001"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "no such experiment folder"),
+    (["{plain}"], "is not a raysearch experiment"),
+    (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no such column"),
+    (["{exp}", "--objective", "target_dev"], "--objective: 'target_dev' has no direction"),
+])
+def test_bad_analyze_input_is_one_line(tmp_path, capsys, args, message):
+    _write_experiment(tmp_path / "exp", [("aaaa0001", {"transfer.coupling": "none", "pruning.target_sparsity": 0.5},
+                                          [_result(300, 0.7, 400)], "TERMINATED")])
+    (tmp_path / "plain").mkdir()
+    args = [a.format(missing=tmp_path / "missing", plain=tmp_path / "plain", exp=tmp_path / "exp") for a in args]
+    assert main(["analyze", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
