@@ -34,6 +34,7 @@ class Analysis:
     ranks: pd.Series = None
     front: pd.DataFrame = None
     hypervolumes: dict = field(default_factory=dict)
+    method_fronts: pd.DataFrame = None  # per method (baseline preset, or coupling mode of searched trials)
     hypervolume_history: pd.DataFrame = None
     per_bin: pd.DataFrame = None
     attainment: pd.DataFrame = None
@@ -60,6 +61,7 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
     result.front = pareto_front(trials, objectives)
     result.hypervolumes = {name: hypervolume(group, objectives, reference) for name, group in trials.groupby("experiment")}
     result.hypervolume_history = hypervolume_history(trials, objectives, reference)
+    result.method_fronts = method_fronts(trials, objectives, reference)
     result.per_bin = best_per_sparsity_bin(scored, quality, sets=sets, width=width) if "exact_sparsity" in trials else None
     result.attainment = attainment_front(trials, objectives, sets=sets)
     result.heldout = heldout_check(trials, objectives)
@@ -67,6 +69,23 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
     result.importances = param_importances(trials, quality)
     result.baselines = baseline_comparison(trials, quality, width=width)
     return result
+
+
+def method_of(trials: pd.DataFrame) -> pd.Series:
+    """A named baseline, or "searched: <coupling mode>"."""
+    preset = trials["preset"] if "preset" in trials else pd.Series("searched", index=trials.index)
+    return preset.where(preset != "searched", "searched: " + trials["coupling"].astype(str))
+
+
+def method_fronts(trials: pd.DataFrame, objectives: Objectives, reference) -> pd.DataFrame:
+    """Per method: trials, front size, best quality and the hypervolume of its own front (same reference)."""
+    quality = objectives[0][0]
+    rows = []
+    for method, group in trials.assign(method=method_of(trials)).groupby("method"):
+        front = pareto_front(group, objectives)
+        rows.append({"method": method, "trials": len(group), "front_points": len(front),
+                     f"best_{quality}": group[quality].max(), "hypervolume": hypervolume(group, objectives, reference)})
+    return pd.DataFrame(rows)
 
 
 def space_objectives(paths) -> Objectives:
@@ -137,7 +156,9 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
             _table(front[shown], {"remaining_params": ",.0f"}), ""]
 
     out += ["## Hypervolume", "", _table(pd.DataFrame({"experiment": list(result.hypervolumes), "hypervolume": list(result.hypervolumes.values())}), {"hypervolume": ".4f"}),
-            "", f"![hypervolume history]({plot_files['hypervolume']})", ""]
+            "", f"![hypervolume history]({plot_files['hypervolume']})", "",
+            "Fronts per method (each method's own front, same reference point):", "",
+            _table(result.method_fronts, {"hypervolume": ".4f"}), ""]
 
     h = result.heldout
     out += ["## Held-out check", ""]

@@ -5,7 +5,7 @@ For each seed and sampler one search of N trials runs on a local Ray (2 trials a
 hypervolume of the first 8, 16, ... trials (in launch order) is read from the experiment folder with the
 analysis package (reference point: quality 0 and the dense model's parameters; units quality x sparsity).
 
-    python bench/search_efficiency.py [--trials 32] [--seeds 0 1 2] [--set max_steps=150 ...]
+    python bench/search_efficiency.py [--trials 32] [--random-trials 32] [--seeds 0 1 2] [--set max_steps=150 ...]
 """
 import argparse
 import time
@@ -30,11 +30,12 @@ def run_searches(args, storage: str) -> pd.DataFrame:
             for sampler in SAMPLERS:
                 name = f"{sampler}-seed{seed}"
                 started = time.perf_counter()
-                launch(space, SearchSettings(num_samples=args.trials, sampler=sampler, seed=seed), storage, name, quiet=True)
+                n = args.random_trials if sampler == "random" and args.random_trials else args.trials
+                launch(space, SearchSettings(num_samples=n, sampler=sampler, seed=seed), storage, name, quiet=True)
                 trials = trial_frame([f"{storage}/{name}"])
                 history = hypervolume_history(trials)
-                for budget in args.budgets:
-                    hv = history[history["trials"] == min(budget, len(trials))]["hypervolume"]
+                for budget in (b for b in args.budgets if b <= len(trials)):
+                    hv = history[history["trials"] == budget]["hypervolume"]
                     rows.append({"sampler": sampler, "seed": seed, "trials": budget, "hypervolume": float(hv.iloc[0])})
                 print(f"{name}: {len(trials)} trials in {time.perf_counter() - started:.0f} s, "
                       f"hypervolume {history['hypervolume'].iloc[-1]:.4f}", flush=True)
@@ -53,7 +54,8 @@ def table(results: pd.DataFrame) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="demo")
-    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--trials", type=int, default=32, help="trials per search")
+    parser.add_argument("--random-trials", type=int, help="trials per random search (default: --trials)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the space's base config")

@@ -153,7 +153,12 @@ def test_importances_rank_the_planted_factor_first():
 
 def test_analysis_end_to_end_on_synthetic_trials_writes_every_output(tmp_path):
     f = _factorial().assign(target_test=lambda x: x["target_dev"] - 0.02, complete=True)
+    baselines = frame([(0.60, 200), (0.62, 200), (0.70, 400)], preset=["no_transfer", "no_transfer", "multitask"],
+                      coupling=["none", "none", "tied"], seed=[0, 1, 0], target_test=[0.58, 0.6, 0.69], complete=True)
+    f = pd.concat([f, baselines.assign(trial_id=["b0", "b1", "b2"])], ignore_index=True)
     result = analyze(f, objectives=[("target_dev", "max"), ("remaining_params", "min")], n_boot=100)
+    coupling = result.effects[result.effects["factor"] == "coupling mode"]
+    assert coupling["trials"].sum() == 48  # the 48 searched trials; baselines are compared separately
     written = write_outputs(result, tmp_path / "out")
     for name in ("trials.parquet", "trials.csv", "history.csv", "front.csv", "effects.csv", "front.png", "effects.png",
                  "hypervolume.png", "report.md"):
@@ -161,6 +166,8 @@ def test_analysis_end_to_end_on_synthetic_trials_writes_every_output(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "### How to couple" in report and "coupling mode**: best level `tied`" in report and "clear" in report
     assert "![front](front.png)" in report
+    baseline_table = report.split("## Baselines")[1]
+    assert "| 0.800 | no_transfer | 2 | 0.610 |" in baseline_table and "searched (best on dev)" in baseline_table
     write_outputs(result, tmp_path / "out")  # an earlier analysis may be overwritten by a rerun
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
@@ -219,6 +226,9 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
     assert trials.loc["aaaa0002", "target_dev"] == 0.55 and not trials.loc["aaaa0002", "complete"]
     assert trials.loc["aaaa0002", "status"] == "RUNNING" and trials.loc["aaaa0003", "status"] == "PENDING"
     assert math.isnan(trials.loc["aaaa0003", "target_dev"])
+    # a storage URI reads the same (pyarrow file systems: file://, s3://, gs://, ...)
+    by_uri = trial_frame(f"file://{tmp_path / 'exp'}").set_index("trial_id")
+    assert by_uri["target_dev"].equals(trials["target_dev"]) and list(by_uri["status"]) == list(trials["status"])
     history = history_frame(tmp_path / "exp")
     assert len(history) == 3 and history.groupby("trial_id").size().to_dict() == {"aaaa0001": 2, "aaaa0002": 1}
     # the CLI analyses it too (the unfinished trial is in the frame, left out of the front)
