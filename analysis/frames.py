@@ -19,7 +19,9 @@ from raysearch.experiment import Folder, read_meta
 from raysearch.transfer.groups import GROUPS
 from search_spaces import space_from_dict
 
-TRIAL_DIR = re.compile(r"^run_trial_(?P<trial_id>[0-9a-f]+)_(?P<index>\d+)")
+# Tune names a trial's folder {trainable}_{trial id}_{index}_...; ids are 8 hex digits from a searcher
+# (Optuna) or 5 hex digits, "_" and a 5-digit counter from Tune's own random and grid search
+TRIAL_DIR = re.compile(r"^run_trial_(?P<trial_id>[0-9a-f]{5}_\d{5}|[0-9a-f]+)_(?P<index>\d+)_")
 # metrics of one evaluation, as the loop reports them (history columns, and the trial's final values)
 METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_sparsity", "expected_sparsity",
            "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time")

@@ -24,6 +24,14 @@ BENCHES = {
 }
 
 
+NOISE = ("╭", "│", "├", "╰", "View detailed results", "To visualize your results", "[I ", "\x1b[")
+
+
+def clean(output: str) -> str:
+    """The benchmark's own lines, without Ray Tune's banners that reach stdout."""
+    return "\n".join(line for line in output.splitlines() if line.strip() and not line.lstrip().startswith(NOISE))
+
+
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {gpu}; torch {torch.__version__}"
@@ -46,7 +54,7 @@ def main():
         print(f"running {shown}", flush=True)
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        output = done.stdout.strip() if done.returncode == 0 else f"FAILED (exit {done.returncode}):\n{done.stderr[-2000:]}"
+        output = clean(done.stdout) if done.returncode == 0 else f"FAILED (exit {done.returncode}):\n{done.stderr[-2000:]}"
         sections.append(f"## {title}\n\n`{shown}` ({time.perf_counter() - started:.0f} s)\n\n{output}\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(sections))

@@ -189,7 +189,8 @@ def test_frames_round_trip_through_parquet_and_csv(tmp_path):
 
 
 def _write_experiment(root, trials):
-    """An experiment folder in the layout `raysearch launch` leaves: metadata, per-trial params and results."""
+    """An experiment folder in the layout `raysearch launch` leaves: metadata, per-trial params and results.
+    Trial ids as Optuna makes them (8 hex digits) or as Tune's random/grid search does (12345_00001)."""
     space = load_space("demo").with_base([])
     root.mkdir(parents=True)
     (root / "raysearch_experiment.json").write_text(json.dumps({"name": root.name, "space": space.to_dict()}))
@@ -216,7 +217,7 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
         ("aaaa0001", params, [_result(150, 0.6, 500), _result(300, 0.7, 400)], "TERMINATED"),
         # restarted after step 150: step 150 reported twice, the later report wins
         ("aaaa0002", {**params, "transfer.coupling": "none"}, [_result(150, 0.5, 600), _result(150, 0.55, 590)], "RUNNING"),
-        ("aaaa0003", {**params, "pruning.target_sparsity": 0.7}, [], "PENDING"),
+        ("c0ffe_00003", {**params, "pruning.target_sparsity": 0.7}, [], "PENDING"),
     ])
     trials = trial_frame(tmp_path / "exp").set_index("trial_id")
     assert trials.loc["aaaa0001", "complete"] and trials.loc["aaaa0001", "target_dev"] == 0.7
@@ -224,8 +225,8 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
     assert trials.loc["aaaa0001", "transfer_start_step"] == 75 and trials.loc["aaaa0001", "max_steps"] == 300
     assert trials.loc["aaaa0002", "coupling"] == "none" and not trials.loc["aaaa0002", "group_embeddings"]
     assert trials.loc["aaaa0002", "target_dev"] == 0.55 and not trials.loc["aaaa0002", "complete"]
-    assert trials.loc["aaaa0002", "status"] == "RUNNING" and trials.loc["aaaa0003", "status"] == "PENDING"
-    assert math.isnan(trials.loc["aaaa0003", "target_dev"])
+    assert trials.loc["aaaa0002", "status"] == "RUNNING" and trials.loc["c0ffe_00003", "status"] == "PENDING"
+    assert math.isnan(trials.loc["c0ffe_00003", "target_dev"]) and trials.loc["c0ffe_00003", "trial_index"] == 3
     # a storage URI reads the same (pyarrow file systems: file://, s3://, gs://, ...)
     by_uri = trial_frame(f"file://{tmp_path / 'exp'}").set_index("trial_id")
     assert by_uri["target_dev"].equals(trials["target_dev"]) and list(by_uri["status"]) == list(trials["status"])
