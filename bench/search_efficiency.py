@@ -6,9 +6,11 @@ hypervolume of the first 8, 16, ... trials (in launch order) is read from the ex
 analysis package (reference point: quality 0 and the dense model's parameters; units quality x sparsity).
 
     python bench/search_efficiency.py [--trials 32] [--random-trials 32] [--seeds 0 1 2] [--set max_steps=150 ...]
+    python bench/search_efficiency.py --summarize /tmp/raysearch_bench/efficiency-NNN   # tabulate finished searches
 """
 import argparse
 import time
+from pathlib import Path
 
 import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
 import pandas as pd
@@ -19,6 +21,15 @@ from raysearch.distributed.search import SearchSettings, init_ray, launch
 from search_spaces import load_space
 
 SAMPLERS = ("tpe", "random")
+
+
+def hypervolumes(path: str, sampler: str, seed: int, budgets) -> list[dict]:
+    """Hypervolume after each budget of trials (in launch order) of one finished search."""
+    trials = trial_frame([path])
+    trials = trials[trials["complete"]]  # a stopped search: its finished trials only
+    history = hypervolume_history(trials)
+    return [{"sampler": sampler, "seed": seed, "trials": b, "hypervolume": float(history[history["trials"] == b]["hypervolume"].iloc[0])}
+            for b in budgets if b <= len(trials)]
 
 
 def run_searches(args, storage: str) -> pd.DataFrame:
@@ -32,15 +43,19 @@ def run_searches(args, storage: str) -> pd.DataFrame:
                 started = time.perf_counter()
                 n = args.random_trials if sampler == "random" and args.random_trials else args.trials
                 launch(space, SearchSettings(num_samples=n, sampler=sampler, seed=seed), storage, name, quiet=True)
-                trials = trial_frame([f"{storage}/{name}"])
-                history = hypervolume_history(trials)
-                for budget in (b for b in args.budgets if b <= len(trials)):
-                    hv = history[history["trials"] == budget]["hypervolume"]
-                    rows.append({"sampler": sampler, "seed": seed, "trials": budget, "hypervolume": float(hv.iloc[0])})
-                print(f"{name}: {len(trials)} trials in {time.perf_counter() - started:.0f} s, "
-                      f"hypervolume {history['hypervolume'].iloc[-1]:.4f}", flush=True)
+                rows += hypervolumes(f"{storage}/{name}", sampler, seed, args.budgets)
+                print(f"{name}: {n} trials in {time.perf_counter() - started:.0f} s, hypervolume {rows[-1]['hypervolume']:.4f}", flush=True)
     finally:
         ray.shutdown()
+    return pd.DataFrame(rows)
+
+
+def summarize(folder: str, budgets) -> pd.DataFrame:
+    """The same table from the searches an earlier run left in FOLDER (e.g. one that was stopped)."""
+    rows = []
+    for path in sorted(Path(folder).glob("*-seed*")):
+        sampler, seed = path.name.rsplit("-seed", 1)
+        rows += hypervolumes(str(path), sampler, int(seed), budgets)
     return pd.DataFrame(rows)
 
 
@@ -60,9 +75,13 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the space's base config")
     parser.add_argument("--storage", default="/tmp/raysearch_bench")
+    parser.add_argument("--summarize", metavar="DIR", help="only tabulate the searches an earlier run left in DIR")
     args = parser.parse_args()
-    storage = f"{args.storage}/efficiency-{int(time.time())}"
-    results = run_searches(args, storage)
+    if args.summarize:
+        storage, results = args.summarize, summarize(args.summarize, args.budgets)
+    else:
+        storage = f"{args.storage}/efficiency-{int(time.time())}"
+        results = run_searches(args, storage)
     results.to_csv(f"{storage}/hypervolumes.csv", index=False)
     print(f"\n{args.space} space{' with ' + ', '.join(args.set) if args.set else ''}; local Ray, 2 CPUs; experiments in {storage}")
     print(table(results))
