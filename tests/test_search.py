@@ -93,6 +93,17 @@ def test_tune_random_search_baseline(cluster, tmp_path):
     assert code == 0
     frame = trial_table(str(_experiment(tmp_path, "random")))
     assert len(frame) == 2 and set(frame["status"]) == {"TERMINATED"} and frame["target_dev"].notna().all()
+    # Tune's generator is held to the cluster's concurrency (2 one-worker trials on 2 CPUs) like Optuna is
+    import ray
+
+    from raysearch.distributed.search import SearchSettings, _search
+
+    ray.init(address=cluster["address"])
+    try:
+        generator, _ = _search(load_space("demo"), SearchSettings(sampler="random"), "random")
+        assert generator.max_concurrent == 2
+    finally:
+        ray.shutdown()
     # Tune samples every parameter; the conditions still decide what a trial runs with
     assert frame["param/transfer.coupling_strength"].notna().all()
     assert (frame["coupling_strength"].notna() == (frame["coupling"] == "soft")).all()
