@@ -26,7 +26,9 @@ SAMPLERS = ("tpe", "random")
 def hypervolumes(path: str, sampler: str, seed: int, budgets) -> list[dict]:
     """Hypervolume after each budget of trials (in launch order) of one finished search."""
     trials = trial_frame([path])
-    trials = trials[trials["complete"]]  # a stopped search: its finished trials only
+    # the budget is trials spent: finished ones and errored ones (which add nothing); a stopped search's
+    # unfinished trials are not counted
+    trials = trials[trials["complete"] | (trials["status"] == "ERROR")]
     history = hypervolume_history(trials)
     return [{"sampler": sampler, "seed": seed, "trials": b, "hypervolume": float(history[history["trials"] == b]["hypervolume"].iloc[0])}
             for b in budgets if b <= len(trials)]
