@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -16,6 +17,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.pareto import pareto_front  # progress lines use the analysis's own non-dominated sorting
 from search_spaces import SearchSpace, space_from_dict
 
 from ..errors import UserInputError
@@ -138,21 +140,13 @@ class FrontProgress(tune.Callback):
         result = trial.last_result or {}
         if all(m in result for m in self.space.metrics):
             self.done[trial.trial_id] = tuple(result[m] for m in self.space.metrics)
-        front = pareto_front(self.done, self.space.modes)
-        shown = ", ".join("(" + ", ".join(f"{v:.4g}" for v in self.done[t]) + ")" for t in front)
+        done = pd.DataFrame.from_dict(self.done, orient="index", columns=self.space.metrics)
+        front = pareto_front(done, list(zip(self.space.metrics, self.space.modes)))
+        shown = ", ".join("(" + ", ".join(f"{v:.4g}" for v in row) + ")" for row in front.itertuples(index=False))
         self.print(f"[raysearch] {len(self.done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {shown}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.print(f"[raysearch] trial {trial.trial_id} errored; it resumes from its last checkpoint with `raysearch resume`")
-
-
-def pareto_front(points: dict, modes: list[str]) -> list:
-    """Keys of the non-dominated points (small helper for progress lines; analysis has the full machinery)."""
-    sign = [1 if m == "max" else -1 for m in modes]
-    keyed = {k: [s * v for s, v in zip(sign, p)] for k, p in points.items()}
-    return sorted((k for k, p in keyed.items()
-                   if not any(all(q_i >= p_i for q_i, p_i in zip(q, p)) and q != p for q in keyed.values())),
-                  key=lambda k: -keyed[k][0])
 
 
 # ------------------------------------------------------------------ launch / resume
