@@ -18,6 +18,7 @@ import pandas as pd
 
 from raysearch.transfer.groups import GROUPS
 
+from .frames import on_off
 from .pareto import sparsity_bin
 
 BASELINES = ("no_transfer", "sequential", "multitask")
@@ -58,7 +59,7 @@ def _in_scope(frame: pd.DataFrame, scope: str) -> pd.DataFrame:
 def factor_levels(frame: pd.DataFrame, factor: Factor) -> pd.Series:
     values = frame[factor.column]
     if factor.bins is None:
-        return values.map(lambda v: "on" if v is True else "off" if v is False else v)
+        return values.map(on_off)
     edges = factor.bins
     labels = [f"[{lo:g}, {hi:g})" if np.isfinite(hi) else f">= {lo:g}" for lo, hi in zip(edges[:-1], edges[1:])]
     return pd.cut(pd.to_numeric(values, errors="coerce"), edges, right=False, labels=labels).astype(object)
@@ -135,7 +136,7 @@ def param_importances(frame: pd.DataFrame, quality: str = "target_dev", seed: in
     columns = {
         "coupling": data["coupling"].astype(str),
         "target_sparsity": data["target_sparsity"].astype(float),
-        **{f"group_{g}": data[f"group_{g}"].map(lambda v: "on" if v is True else "off") for g in GROUPS},
+        **{f"group_{g}": data[f"group_{g}"].map(on_off).fillna("off") for g in GROUPS},
         "transfer_weight": data["transfer_weight"].where(coupled, 0.0).astype(float),
         "transfer_start_fraction": data["transfer_start_fraction"].where(coupled, 1.0).astype(float).clip(0, 1),
     }

@@ -54,9 +54,14 @@ def config_columns(config) -> dict:
     return row
 
 
+def on_off(value):
+    """A group column's value as the report says it (True/np.True_/1 -> "on"; missing stays missing)."""
+    return "on" if value in (True, 1) else "off" if value in (False, 0) else value
+
+
 def coupled_groups(row) -> list[str]:
     """The parameter groups a trial coupled (row: a trial-frame row as a Series or dict)."""
-    return [g for g in GROUPS if row.get(f"group_{g}") in (True, 1)]
+    return [g for g in GROUPS if on_off(row.get(f"group_{g}")) == "on"]
 
 
 class Experiment:

@@ -136,12 +136,8 @@ def _hold_out(train: dict, size: int, where: str) -> tuple[dict, dict]:
     n = len(train["texts"])
     if size >= n:
         raise UserInputError(where, f"{size} is not smaller than the training split ({n} examples)", "hold out fewer examples")
-    held = set(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:size].tolist())
-
-    def select(in_held: bool) -> dict:
-        return {key: [v for i, v in enumerate(values) if (i in held) == in_held] for key, values in train.items()}
-
-    return select(False), select(True)
+    order = _seeded_order(n, seed=0)
+    return _rows(train, sorted(order[size:])), _rows(train, sorted(order[:size]))
 
 
 def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:
@@ -165,8 +161,16 @@ def subsample(split: dict, size: int | None, seed: int) -> dict:
     n = len(split["texts"])
     if size is None or size >= n:
         return split
-    idx = sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].tolist())
-    return {"texts": [split["texts"][i] for i in idx], "labels": None if split["labels"] is None else [split["labels"][i] for i in idx]}
+    return _rows(split, sorted(_seeded_order(n, seed)[:size]))
+
+
+def _seeded_order(n: int, seed: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _rows(split: dict, indices: list[int]) -> dict:
+    """The examples at `indices` of a split (texts, and labels when there are any)."""
+    return {key: None if values is None else [values[i] for i in indices] for key, values in split.items()}
 
 
 # ------------------------------------------------------------------ tokenised splits and batches
