@@ -3,12 +3,15 @@
 One cluster serves the module; it is stopped at the end. Trials use the tiny `demo` space
 shortened to a few steps.
 """
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,18 +34,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop_cluster(temp_dir: str):
+    """Stop the Ray processes of the cluster whose session lives in TEMP_DIR, and only those.
+
+    `ray stop` stops every Ray on the machine, a user's own included. The head's daemons name their session
+    folder on the command line; the workers are their descendants.
+    """
+    import psutil  # a dependency of ray
+
+    heads = [p for p in psutil.process_iter(["cmdline"]) if any(temp_dir in arg for arg in p.info["cmdline"] or [])]
+    procs = {p.pid: p for head in heads for p in [head, *_children(head)]}.values()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def _children(process):
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A 2-CPU Ray head on 127.0.0.1 with its dashboard (jobs); stopped afterwards."""
+def cluster():
+    """A 2-CPU Ray head on 127.0.0.1 with its dashboard (jobs), in a session folder of its own; stopped afterwards."""
     port, dashboard_port = _free_port(), _free_port()
+    # short: Ray's socket paths under it must stay within the 107 characters a unix socket allows
+    temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")
     env = {**os.environ, "RAY_TRAIN_V2_ENABLED": "1"}
     subprocess.run(["ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--disable-usage-stats"],
-                   check=True, capture_output=True, env=env)
+                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--disable-usage-stats",
+                    "--temp-dir", temp_dir], check=True, capture_output=True, env=env)
     try:
         yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        _stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _experiment(tmp_path, name):

@@ -93,11 +93,21 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
         return generator, space.tune_param_space(grid=settings.sampler == "grid")
     import optuna
 
-    sampler = optuna.samplers.NSGAIISampler(seed=settings.seed) if settings.sampler == "nsga2" else \
-        optuna.samplers.TPESampler(seed=settings.seed, multivariate=True)
+    if settings.sampler == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(seed=settings.seed)
+    else:
+        # Optuna's default of 10 random start-up trials would spend most of a 12-32 trial search before TPE models
+        # anything; constant_liar keeps trials that run at the same time from being proposed the same point
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, constant_liar=True,
+                                             n_startup_trials=tpe_startup_trials(settings.num_samples))
     searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
                             study_name=name, storage=_optuna_storage(settings.optuna_storage))
     return searcher, None
+
+
+def tpe_startup_trials(num_samples: int) -> int:
+    """Random trials before TPE takes over: a quarter of the budget, at least 4 and at most Optuna's default 10."""
+    return min(10, max(4, num_samples // 4))
 
 
 def max_concurrent_trials(settings: SearchSettings) -> int:
