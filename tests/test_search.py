@@ -65,13 +65,20 @@ def _children(process):
 @pytest.fixture(scope="module")
 def cluster():
     """A 2-CPU Ray head on 127.0.0.1 with its dashboard (jobs), in a session folder of its own; stopped afterwards."""
-    port, dashboard_port = _free_port(), _free_port()
+    ports = set()
+    while len(ports) < 6:
+        ports.add(_free_port())
+    port, dashboard_port, *agent_ports = ports
+    # the agents' default ports (e.g. 52365) are taken when another Ray runs on the machine, and then the head
+    # has no job agent ("No available agent to submit job"); so every port is one of ours
+    agent_flags = [f"--{flag}={p}" for flag, p in zip(
+        ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), agent_ports)]
     # short: Ray's socket paths under it must stay within the 107 characters a unix socket allows
     temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")
     env = {**os.environ, "RAY_TRAIN_V2_ENABLED": "1"}
     subprocess.run(["ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--disable-usage-stats",
-                    "--temp-dir", temp_dir], check=True, capture_output=True, env=env)
+                    "--temp-dir", temp_dir, *agent_flags], check=True, capture_output=True, env=env)
     try:
         yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     finally:

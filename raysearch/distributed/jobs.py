@@ -1,5 +1,6 @@
 """Ray Jobs: submit a search so that it shows in the Ray dashboard, and find it again by job id."""
 import shlex
+import time
 
 from ..errors import UserInputError
 
@@ -7,6 +8,7 @@ DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 META_EXPERIMENT = "raysearch_experiment"
 META_STORAGE = "raysearch_storage_path"
 META_PATH = "raysearch_experiment_path"
+AGENT_WAIT_S = 120
 
 
 def _client(dashboard: str):
@@ -24,7 +26,19 @@ def submit(argv: list[str], name: str, storage_path: str, experiment: str, dashb
     client = _client(dashboard)
     entrypoint = shlex.join(["raysearch", *argv])  # each argument quoted: no shell string from user input
     metadata = {META_EXPERIMENT: name, META_STORAGE: storage_path, META_PATH: experiment, "raysearch_space": space}
-    return client.submit_job(entrypoint=entrypoint, metadata=metadata)
+    # a head that has just started (or is busy) answers "No available agent to submit job, please try again later"
+    # until its job agent is up: tens of seconds on a loaded 2-CPU machine
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, metadata=metadata)
+        except RuntimeError as e:
+            if "No available agent" not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                raise UserInputError("--dashboard", f"the Ray head at {dashboard} has no job agent after {AGENT_WAIT_S} s",
+                                     "check `ray status` and the dashboard's logs, then submit again") from None
+            time.sleep(2)
 
 
 def experiment_of_job(job_id: str, dashboard: str) -> str:
