@@ -84,7 +84,10 @@ def run_cell(pair, sparsity, profile, args, storage) -> list[str]:
             started = time.perf_counter()
             settings = SearchSettings(num_samples=trials, sampler=sampler, seed=0, workers_per_trial=args.workers_per_trial,
                                       gpus_per_worker=args.gpus_per_worker)
-            launch(space, settings, storage, name, quiet=args.quiet)
+            grid = launch(space, settings, storage, name, quiet=args.quiet)
+            if grid.num_terminated + grid.num_errors < trials:
+                # Ctrl-C makes Tune stop the search and return; the study must stop too, not analyse a part
+                raise SystemExit(f"[study] {name} was interrupted; finish it with `raysearch resume {path}`, then rerun the study")
             print(f"[study] {name}: done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
         paths.append(path)
     return paths
