@@ -23,7 +23,7 @@ import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mod
 import pandas as pd
 import ray
 
-from analysis import analyze_experiments, write_outputs
+from analysis import analyze_experiments, trial_frame, write_outputs
 from analysis.effects import baseline_comparison
 from raysearch.distributed.search import SearchSettings, init_ray, launch
 from raysearch.experiment import experiment_path, holds_experiment
@@ -78,14 +78,19 @@ def run_cell(pair, sparsity, profile, args, storage) -> list[str]:
     for space, sampler, trials in ((baselines, "grid", 1), (search, "tpe", profile["search_trials"] * len(profile["seeds"]))):
         name = space.name
         path = experiment_path(storage, name)
+        expected = trials * (space.grid_size() if sampler == "grid" else 1)  # a grid runs each combination `trials` times
         if holds_experiment(path):
+            complete = int(trial_frame([path])["complete"].sum())
+            if complete < expected:  # an interrupted run must not pass for a finished one
+                raise SystemExit(f"[study] {name} exists but only {complete}/{expected} trials finished; "
+                                 f"finish it with `raysearch resume {path}` (or move it away), then rerun the study")
             print(f"[study] {name}: exists, skipped", flush=True)
         else:
             started = time.perf_counter()
             settings = SearchSettings(num_samples=trials, sampler=sampler, seed=0, workers_per_trial=args.workers_per_trial,
                                       gpus_per_worker=args.gpus_per_worker)
             grid = launch(space, settings, storage, name, quiet=args.quiet)
-            if grid.num_terminated + grid.num_errors < trials:
+            if grid.num_terminated + grid.num_errors < expected:
                 # Ctrl-C makes Tune stop the search and return; the study must stop too, not analyse a part
                 raise SystemExit(f"[study] {name} was interrupted; finish it with `raysearch resume {path}`, then rerun the study")
             print(f"[study] {name}: done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
