@@ -179,8 +179,8 @@ class JointTrainer:
         if self.pruning and "gates" in self.optimizers:
             self.optimizers["gates"].step()
             self.optimizers["lagrangian"].step()
-            for lagrangian in self.model.lagrangians.values():
-                lagrangian.project_()
+            for key, lagrangian in self.model.lagrangians.items():
+                lagrangian.project_(parts[f"{key}_expected_sparsity"].item(), target_now)
             for gate_set in self._all_gate_sets():
                 gate_set.clamp_()
         self.scheduler.step()

@@ -9,6 +9,13 @@ winds up positive while the ramp starts below the gates' initial sparsity, holds
 open for tens of steps, and the delayed swing collapses the model far past the target
 (measured on MiniLM-L6: exact sparsity 1.0 at step 100 of a 0.6 target). The quadratic
 term (lambda_2 >= 0 by construction) pulls back from overshoot on either side.
+
+lambda_1 is also reset to 0 whenever the expected sparsity is above the target (anti-windup,
+as in a PI controller with conditional integration). The gates answer the multiplier with a
+lag, so on a steep ramp lambda_1 keeps growing while they catch up; without the reset that
+surplus keeps pushing after the target is crossed and unwinds only lagrangian_lr per step.
+Measured on the demo's tiny BERT (target 0.9, warm-up 60): every gate closed, exact sparsity
+1.0, before the reset; 0.90 with it. Nothing changes while the model is short of the target.
 """
 import torch
 from torch import nn
@@ -32,6 +39,9 @@ class Lagrangian(nn.Module):
         return self.lambda_1 * gap + self.lambda_2 * gap * gap
 
     @torch.no_grad()
-    def project_(self):
-        """Call after each ascent step."""
-        self.lambda_1.clamp_(max=0.0)
+    def project_(self, expected_sparsity: float, target: float):
+        """Call after each ascent step, with the expected sparsity and target that the step used."""
+        if expected_sparsity > target:
+            self.lambda_1.zero_()
+        else:
+            self.lambda_1.clamp_(max=0.0)
