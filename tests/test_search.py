@@ -62,9 +62,8 @@ def _children(process):
         return []
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A 2-CPU Ray head on 127.0.0.1 with its dashboard (jobs), in a session folder of its own; stopped afterwards."""
+def _start_head(temp_dir: str) -> tuple[int, int]:
+    """`ray start --head` on ports of our own; returns (GCS port, dashboard port)."""
     ports = set()
     while len(ports) < 6:
         ports.add(_free_port())
@@ -73,13 +72,29 @@ def cluster():
     # has no job agent ("No available agent to submit job"); so every port is one of ours
     agent_flags = [f"--{flag}={p}" for flag, p in zip(
         ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), agent_ports)]
-    # short: Ray's socket paths under it must stay within the 107 characters a unix socket allows
-    temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")
     env = {**os.environ, "RAY_TRAIN_V2_ENABLED": "1"}
     subprocess.run(["ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--disable-usage-stats",
-                    "--temp-dir", temp_dir, *agent_flags], check=True, capture_output=True, env=env)
+                    "--temp-dir", temp_dir, *agent_flags], check=True, capture_output=True, text=True, env=env)
+    return port, dashboard_port
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-CPU Ray head on 127.0.0.1 with its dashboard (jobs), in a session folder of its own; stopped afterwards."""
+    # short: Ray's socket paths under it must stay within the 107 characters a unix socket allows
+    temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")
     try:
+        for attempt in range(3):
+            try:
+                port, dashboard_port = _start_head(temp_dir)
+                break
+            except subprocess.CalledProcessError as error:
+                # a port found free can be taken before Ray binds it (seen once in CI: the dashboard agent could not bind
+                # its gRPC port); a failed start leaves daemons behind, so stop them first
+                _stop_cluster(temp_dir)
+                if attempt == 2:
+                    raise RuntimeError(f"ray start failed 3 times; last output:\n{error.stdout[-2000:]}\n{error.stderr[-2000:]}") from error
         yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     finally:
         _stop_cluster(temp_dir)
