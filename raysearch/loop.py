@@ -180,7 +180,7 @@ class JointTrainer:
             self.optimizers["gates"].step()
             self.optimizers["lagrangian"].step()
             for key, lagrangian in self.model.lagrangians.items():
-                lagrangian.project_(parts[f"{key}_expected_sparsity"].item(), target_now)
+                lagrangian.project_(parts[f"{key}_expected_sparsity"], target_now)
             for gate_set in self._all_gate_sets():
                 gate_set.clamp_()
         self.scheduler.step()

@@ -21,7 +21,7 @@ def test_multipliers_ascend_and_lambda_1_stays_non_positive():
         optimizer.zero_grad()
         lagrangian(torch.tensor(expected), 0.5).backward()
         optimizer.step()
-        lagrangian.project_(expected, 0.5)
+        lagrangian.project_(torch.tensor(expected), 0.5)
         if expected < 0.5:
             assert lagrangian.lambda_1.item() < 0.0  # pushing toward the target
         else:

@@ -39,9 +39,9 @@ class Lagrangian(nn.Module):
         return self.lambda_1 * gap + self.lambda_2 * gap * gap
 
     @torch.no_grad()
-    def project_(self, expected_sparsity: float, target: float):
-        """Call after each ascent step, with the expected sparsity and target that the step used."""
-        if expected_sparsity > target:
-            self.lambda_1.zero_()
-        else:
-            self.lambda_1.clamp_(max=0.0)
+    def project_(self, expected_sparsity: torch.Tensor, target: float):
+        """Call after each ascent step, with the expected sparsity and target that the step used.
+
+        On the device, without reading the sparsity back: a host sync in every training step costs on a GPU."""
+        short_of_target = (expected_sparsity.detach() <= target).to(self.lambda_1.dtype)
+        self.lambda_1.mul_(short_of_target).clamp_(max=0.0)
