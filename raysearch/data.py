@@ -4,9 +4,13 @@ Everything that can be wrong with the data is checked in `load_task`, before any
 built. Batches come from a deterministic stream: the batch at global step s depends only
 on (seed, s, rank, world size), so the data position of a checkpoint is its step.
 """
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import TaskConfig
@@ -186,10 +190,77 @@ class EncodedSplit:
         return len(self.input_ids)
 
 
-def encode(split: dict, tokenizer, max_length: int) -> EncodedSplit:
+def encode(split: dict, tokenizer, max_length: int, cache_dir: str | Path | None = None) -> EncodedSplit:
+    """Tokenise a split; with `cache_dir`, reuse the ids another run stored for the same texts, tokenizer
+    and max length (a study tokenises its transfer task once, not once per trial)."""
+    if cache_dir is None:
+        return _encode(split, tokenizer, max_length)
+    path = Path(cache_dir) / "tokenized" / f"{_encoding_key(split, tokenizer, max_length)}.npz"
+    if path.is_file():
+        try:
+            return _load_encoded(path, split["labels"])
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # a damaged entry (e.g. a full disk) is rebuilt below
+    encoded = _encode(split, tokenizer, max_length)
+    try:
+        _save_encoded(encoded, path)
+    except OSError:
+        pass  # the cache is an optimisation: an unwritable cache folder must not fail the run
+    return encoded
+
+
+def _encode(split: dict, tokenizer, max_length: int) -> EncodedSplit:
     columns = list(zip(*split["texts"]))
     enc = tokenizer(*columns, truncation=True, max_length=max_length)
     return EncodedSplit(enc["input_ids"], enc.get("token_type_ids"), split["labels"])
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What decides a tokenizer's output: its class, its full serialisation (fast tokenizers) or vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # the serialisation also holds the truncation/padding state of the last call: not part of what it is
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        body = json.dumps(spec, sort_keys=True)
+    else:
+        body = repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}\x00{body}".encode()).hexdigest()
+
+
+def texts_digest(texts) -> str:
+    digest = hashlib.sha256()
+    for example in texts:
+        digest.update("\x1f".join(example).encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def _encoding_key(split: dict, tokenizer, max_length: int) -> str:
+    parts = (texts_digest(split["texts"]), tokenizer_fingerprint(tokenizer), str(max_length), str(_CACHE_FORMAT))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+_CACHE_FORMAT = 1
+
+
+def _save_encoded(encoded: EncodedSplit, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lengths = np.array([len(ids) for ids in encoded.input_ids], dtype=np.int64)
+    arrays = {"lengths": lengths, "input_ids": np.fromiter((t for ids in encoded.input_ids for t in ids), dtype=np.int32, count=int(lengths.sum()))}
+    if encoded.token_type_ids is not None:
+        arrays["token_type_ids"] = np.fromiter((t for ids in encoded.token_type_ids for t in ids), dtype=np.int8, count=int(lengths.sum()))
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one writer per process; the rename is atomic
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load_encoded(path: Path, labels) -> EncodedSplit:
+    with np.load(path, allow_pickle=False) as stored:
+        bounds = np.concatenate([[0], np.cumsum(stored["lengths"])]).tolist()
+        ids = stored["input_ids"].tolist()
+        types = stored["token_type_ids"].tolist() if "token_type_ids" in stored.files else None
+    split = lambda flat: [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]  # noqa: E731
+    return EncodedSplit(split(ids), split(types) if types is not None else None, labels)
 
 
 def collate(data: EncodedSplit, indices, pad_id: int, device, pad_to: int | None = None) -> dict:
@@ -207,6 +278,13 @@ def collate(data: EncodedSplit, indices, pad_id: int, device, pad_to: int | None
     if data.labels is not None:
         batch["labels"] = torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
     return {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
+
+
+def length_sorted_batches(data: EncodedSplit, batch_size: int) -> list[list[int]]:
+    """Evaluation batches of examples of similar length: little padding, so less compute per example
+    (measured on SST-2 dev: see docs/PERFORMANCE.md). Predictions and labels come out in this order together."""
+    order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class BatchStream:

@@ -15,10 +15,13 @@ import torch.distributed as dist
 from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import TrainConfig
+from .distill.loss import HiddenProjection, distilled_target_loss
+from .distill.teacher import load_or_train_teacher
 from .models import ClassificationHead, MLMHead, load_backbone, load_tokenizer
 from .pruning import EncoderShape, exact_remaining, target_sparsity_at
 from .pruning.export import export_classifier, save_exported
 from .reporting import Reporter
+from .schedule import lr_factor
 from .transfer.joint import build_joint_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -47,23 +50,30 @@ class JointTrainer:
         self.config, self.rank, self.world_size = config, rank, world_size
         self.device = _device(config)
         target_task, transfer_task = tasks or load_tasks(config)
-        torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.model)
         max_len = config.model.max_seq_length
+        cache = config.resolved_cache_dir
         self.pad_to = max_len if config.model.pad_to_max_length else None
+        train = data_lib.subsample(target_task.splits["train"], config.target_train_size, config.seed)
+        # the teacher first: training it (once, then cached) must not shift this run's random numbers
+        self.teacher, self.teacher_info = None, {}
+        if config.distill.enabled:
+            self.teacher, self.teacher_info = load_or_train_teacher(config, target_task, train["texts"], self.tokenizer, self.device)
+        torch.manual_seed(config.seed)
 
         # ---- data (target training set subsampled: the limited-data setting)
         self.target_metric, self.transfer_kind = target_task.metric, transfer_task.kind if transfer_task else None
-        train = data_lib.subsample(target_task.splits["train"], config.target_train_size, config.seed)
-        self.target_train = data_lib.encode(train, self.tokenizer, max_len)
-        self.target_eval = {role: data_lib.encode(target_task.splits[role], self.tokenizer, max_len)
+        self.target_train = data_lib.encode(train, self.tokenizer, max_len, cache)
+        # evaluation splits capped at eval_max_examples, the same rows for every trial and seed (comparable quality)
+        capped = lambda split: data_lib.subsample(split, config.eval_max_examples, seed=0)  # noqa: E731
+        self.target_eval = {role: data_lib.encode(capped(target_task.splits[role]), self.tokenizer, max_len, cache)
                             for role in ("dev", "test") if target_task.has(role)}
         self.target_stream = data_lib.BatchStream(len(self.target_train), config.batch_size, config.seed, rank, world_size)
         if transfer_task is not None:
             self.transfer_metric = transfer_task.metric if transfer_task.kind == "classification" else "accuracy"
-            self.transfer_train = data_lib.encode(transfer_task.splits["train"], self.tokenizer, max_len)
+            self.transfer_train = data_lib.encode(transfer_task.splits["train"], self.tokenizer, max_len, cache)
             dev = transfer_task.splits.get("dev")
-            self.transfer_dev = data_lib.encode(data_lib.subsample(dev, config.eval_max_examples, config.seed), self.tokenizer, max_len) if dev else None
+            self.transfer_dev = data_lib.encode(capped(dev), self.tokenizer, max_len, cache) if dev else None
             self.transfer_stream = data_lib.BatchStream(len(self.transfer_train), config.transfer.batch_size or config.batch_size,
                                                         config.seed + 1, rank, world_size)
 
@@ -81,6 +91,8 @@ class JointTrainer:
         self.model = build_joint_model(backbone, self.shape, target_head, transfer_head,
                                        self.transfer_kind, config.transfer, config.pruning.structures,
                                        config.pruning.init_keep).to(self.device)
+        if self.teacher is not None:  # a submodule, so that the weights' optimizer and the checkpoints hold it
+            self.model.distill_projection = HiddenProjection(hidden).to(self.device)
 
         # ---- optimisation: weights, gates and multipliers each with their own optimizer
         unique = lambda params: list({id(p): p for p in params}.values())  # noqa: E731  (tied tensors once)
@@ -107,10 +119,10 @@ class JointTrainer:
     # ------------------------------------------------------------------ helpers
 
     def _lr_factor(self, step: int) -> float:
-        warm = self.config.lr_warmup_steps
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (self.config.max_steps - step) / max(1, self.config.max_steps - warm))
+        c = self.config
+        finetune_lr = c.pruning.finetune_learning_rate
+        ratio = 1.0 if finetune_lr is None or c.learning_rate == 0 else finetune_lr / c.learning_rate
+        return lr_factor(step, c.pruning_steps, c.max_steps, c.lr_warmup_steps, ratio)
 
     def _all_gate_sets(self):
         sets = [self.model.target.encoder.gates]
@@ -153,7 +165,7 @@ class JointTrainer:
             if self.pruning:
                 loss = torch.zeros((), device=self.device)
                 if config.transfer.target_weight > 0:
-                    parts["target_loss"] = model.target.loss(self._target_batch(step), model.target.encoder.gates.sample())
+                    parts["target_loss"] = self._target_loss(self._target_batch(step), model.target.encoder.gates.sample(), parts)
                     loss = loss + config.transfer.target_weight * parts["target_loss"]
                 if model.transfer is not None:
                     parts["transfer_loss"] = model.transfer_loss(self._transfer_batch(step), step)
@@ -168,7 +180,7 @@ class JointTrainer:
                     parts[f"{key}_expected_sparsity"] = expected
                     loss = loss + model.lagrangians[key](expected, target_now)
             else:
-                parts["target_loss"] = model.target.loss(self._target_batch(step), self.frozen_z)
+                parts["target_loss"] = self._target_loss(self._target_batch(step), self.frozen_z, parts)
                 loss = parts["target_loss"]
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -191,6 +203,14 @@ class JointTrainer:
         self._loss_count += 1
         return out
 
+    def _target_loss(self, batch, z, parts: dict) -> torch.Tensor:
+        """Cross-entropy on the target batch, or the distilled loss (its parts go to `parts`)."""
+        if self.teacher is None:
+            return self.model.target.loss(batch, z)
+        distilled = distilled_target_loss(self.model.target, self.teacher, self.model.distill_projection, batch, z, self.config.distill)
+        parts.update({k: v for k, v in distilled.items() if k != "target_loss"})
+        return distilled["target_loss"]
+
     def _sync_gradients(self):
         """Average gradients over workers (explicit all-reduce: tied tensors and hooks make DDP's wrapper awkward)."""
         if self.world_size == 1 or not dist.is_initialized():
@@ -207,10 +227,10 @@ class JointTrainer:
         branch.eval()
         predictions, labels = [], []
         bs = self.config.eval_batch_size
-        for start in range(0, len(split), bs):
-            batch = data_lib.collate(split, range(start, min(start + bs, len(split))), self.tokenizer.pad_token_id, self.device)
+        for number, indices in enumerate(data_lib.length_sorted_batches(split, bs)):
+            batch = data_lib.collate(split, indices, self.tokenizer.pad_token_id, self.device)
             if mlm_seed is not None:
-                batch = data_lib.mask_for_mlm(batch, self.tokenizer, mlm_seed, start)
+                batch = data_lib.mask_for_mlm(batch, self.tokenizer, mlm_seed, number)
                 labels.append(batch["labels"][batch["labels"] != -100].cpu())
             else:
                 labels.append(batch["labels"].cpu())
@@ -218,14 +238,19 @@ class JointTrainer:
                 predictions.append(branch(batch, z).argmax(-1).cpu())
         return torch.cat(predictions).numpy(), torch.cat(labels).numpy()
 
-    def evaluate(self) -> dict:
+    def evaluate(self, final: bool = False) -> dict:
+        """Target dev at every evaluation; target test only where it is reported (a new best dev, the final
+        evaluation); transfer dev at the final evaluation (every one with `transfer_dev_every_eval`)."""
         z = self.structure()
         target = self.model.target
         metrics = {"step": self.step, "phase": "pruning" if self.pruning else "finetune", "target_metric": self.target_metric}
-        for role, split in self.target_eval.items():
-            pred, gold = self.predict(target, split, z)
-            metrics[f"target_{role}"] = metrics_lib.compute(self.target_metric, pred, gold)
-        if self.model.transfer is not None and self.transfer_dev is not None:
+        pred, gold = self.predict(target, self.target_eval["dev"], z)
+        metrics["target_dev"] = metrics_lib.compute(self.target_metric, pred, gold)
+        new_best = self._is_new_best(metrics["target_dev"])
+        if "test" in self.target_eval and (final or new_best):
+            pred, gold = self.predict(target, self.target_eval["test"], z)
+            metrics["target_test"] = metrics_lib.compute(self.target_metric, pred, gold)
+        if self.model.transfer is not None and self.transfer_dev is not None and (final or self.config.transfer_dev_every_eval):
             transfer_z = self.model.transfer.encoder.gates.deterministic()
             mlm_seed = self.config.seed if self.transfer_kind == "mlm" else None
             pred, gold = self.predict(self.model.transfer, self.transfer_dev, transfer_z, mlm_seed)
@@ -241,19 +266,19 @@ class JointTrainer:
             lambda_2=self.model.lagrangians["target"].lambda_2.item(),
             wall_time=self.elapsed,
         )
+        if self.teacher_info:
+            metrics["teacher_dev"] = self.teacher_info.get("target_dev")
         self._loss_sum, self._loss_count = 0.0, 0
-        self._update_best(metrics)
-        return metrics
-
-    def _update_best(self, metrics: dict):
-        """Selection on dev among evaluations at the final target sparsity; test reported beside it."""
-        if self.step < self.config.pruning.warmup_steps or "target_dev" not in metrics:
-            return
-        if not self.best or metrics["target_dev"] > self.best["best_target_dev"]:
+        if new_best:
             self.best = {"best_target_dev": metrics["target_dev"], "best_step": self.step}
             if "target_test" in metrics:
                 self.best["test_at_best_dev"] = metrics["target_test"]
         metrics.update(self.best)
+        return metrics
+
+    def _is_new_best(self, dev: float) -> bool:
+        """Selection on dev among evaluations at the final target sparsity (from the warm-up's end on)."""
+        return self.step >= self.config.pruning.warmup_steps and (not self.best or dev > self.best["best_target_dev"])
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -320,12 +345,15 @@ def export_target(trainer: JointTrainer, out_dir: Path) -> dict:
 
 
 def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None = None, export_dir: str | Path | None = None,
-        rank: int = 0, world_size: int = 1, progress=None, tasks=None) -> dict:
+        rank: int = 0, world_size: int = 1, progress=None, tasks=None, threads: int | None = None) -> dict:
     """Train one configuration to max_steps; returns the final metrics.
 
     `progress(step, step_metrics)` is called after every step (e.g. a progress bar).
+    `threads`: torch's intra-op threads, the CPUs this process was given (None leaves torch's setting).
     Only rank 0 evaluates, reports and exports.
     """
+    if threads is not None:
+        set_threads(threads)
     trainer = JointTrainer(config, tasks=tasks, rank=rank, world_size=world_size)
     if resume_from is not None:
         trainer.load_state_dict(read_checkpoint(resume_from))
@@ -344,10 +372,23 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
         if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
             final = _evaluate_and_report(trainer, reporter, rank)
     if final is None:  # resumed from the final checkpoint: nothing left to train
-        final = trainer.evaluate()
+        final = trainer.evaluate(final=True)
     if export_dir is not None and rank == 0:
         final.update(export_target(trainer, Path(export_dir)))
     return final
+
+
+def set_threads(cpus: float):
+    """One torch thread per CPU this process was given.
+
+    torch's default is one per core of the machine: two such processes on 2 cores ran a step 9x slower
+    than one thread each (docs/PERFORMANCE.md).
+    """
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _die_for_testing():
@@ -364,7 +405,7 @@ def _die_for_testing():
 def _evaluate_and_report(trainer: JointTrainer, reporter: Reporter, rank: int) -> dict | None:
     """Rank 0 evaluates and checkpoints; every rank reports (Ray Train's report is collective)."""
     config, step = trainer.config, trainer.step
-    metrics = trainer.evaluate() if rank == 0 else None
+    metrics = trainer.evaluate(final=step == config.max_steps) if rank == 0 else None
     checkpoint = None
     if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps):
         checkpoint = trainer.save_checkpoint(reporter.checkpoint_dir(step))

@@ -7,6 +7,10 @@ import secrets
 # test module imports it. A per-session token keeps the tests away from the user's ~/.ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+# the tests' tokenisation and teacher caches stay out of the user's ~/.cache (Ray workers inherit this)
+import tempfile  # noqa: E402
+
+os.environ["RAYSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="raysearch-test-cache-")
 from pathlib import Path
 
 import datasets

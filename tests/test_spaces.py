@@ -116,3 +116,19 @@ def test_grid_covers_every_baseline_once_and_refuses_continuous_parameters():
     assert space.grid_size() == 3 * 2 * 3  # presets x sparsities x seeds
     with pytest.raises(UserInputError, match="--sampler grid: needs categorical parameters only; transfer.coupling_strength"):
         load_space("demo").tune_param_space(grid=True)
+
+
+def test_trial_configs_do_not_leak_into_each_other_or_the_base():
+    """Overrides write into nested sections: one trial's values must not reach the next trial or the space."""
+    import copy
+
+    space = load_space("how_what_when")
+    base = copy.deepcopy(space.base)
+    groups = {f"transfer.groups.{g}": "on" if g == "ffn" else "off" for g in GROUPS}
+    tied = {"transfer.coupling": "tied", **groups, "transfer.transfer_weight": 0.5, "transfer.transfer_start_step": 0.2}
+    soft = {**tied, "transfer.coupling": "soft", "transfer.coupling_strength": 0.05}
+    alone = space.trial_config(tied)
+    assert space.trial_config(soft).transfer.coupling_strength == 0.05
+    after = space.trial_config(tied)
+    assert after.transfer.coupling_strength == alone.transfer.coupling_strength == 0.0
+    assert space.base == base

@@ -30,9 +30,11 @@ def train_loop_per_worker(loop_config: dict):
     rank, world_size = context.get_world_rank(), context.get_world_size()
     config = config_from_dict(loop_config["config"])
     reporter = RayTrainReporter()
+    # as many torch threads as CPUs Ray gave this worker (at least one, for a 0-CPU worker)
+    threads = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        run(config, reporter, rank=rank, world_size=world_size)
+        run(config, reporter, rank=rank, world_size=world_size, threads=threads)
         return
     with checkpoint.as_directory() as directory:
-        run(config, reporter, resume_from=directory, rank=rank, world_size=world_size)
+        run(config, reporter, resume_from=directory, rank=rank, world_size=world_size, threads=threads)

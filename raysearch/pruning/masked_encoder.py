@@ -98,12 +98,13 @@ class GatedEncoder(nn.Module):
             "ffn_scale": z["ffn"].unsqueeze(-1) * hidden,
         }
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, z=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, z=None, all_layers: bool = False):
+        """The last hidden state; with all_layers, the embeddings' output and every layer's (a tuple of L+1)."""
         self.gating = None if z is None else self._build_gating(z)
         try:
             # the last GatedLayerNorm has already applied the hidden gate to the output
-            return self.backbone(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                output_hidden_states=all_layers)
+            return out.hidden_states if all_layers else out.last_hidden_state
         finally:
             self.gating = None

@@ -35,6 +35,11 @@ class Branch(nn.Module):
     def loss(self, batch, z=None):
         return self(batch, z, compute_loss=True)
 
+    def logits_and_layers(self, batch, z=None):
+        """Classification logits and the hidden states of every layer (for distillation)."""
+        layers = self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), z=z, all_layers=True)
+        return self.head(layers[-1], batch["attention_mask"]), layers
+
 
 def _set_parameter(root: nn.Module, dotted: str, param: nn.Parameter):
     *path, leaf = dotted.split(".")

