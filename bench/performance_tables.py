@@ -20,6 +20,7 @@ BENCHES = {
     "step_time": "Step time and training memory: dense vs one-branch pruning vs joint two-branch step",
     "export_latency": "Exported-model latency vs parameter ratio",
     "trial_overhead": "Per-trial framework overhead and trials per hour",
+    "trial_profile": "Where a study trial's time goes, and study trials per hour",
     "search_efficiency": "Search efficiency: Optuna TPE vs Ray Tune random search (hypervolume at equal trial budgets)",
 }
 

@@ -40,23 +40,26 @@ PAIRS = {
 SPARSITIES = (0.6, 0.8)
 PARTS = ("baselines", "search", "rerun")
 PRESETS = ("no_transfer", "sequential", "multitask")
-# cpu: a 2-core CPU, two trials at a time, one torch thread each; budget from the pilot (docs/RESULTS.md)
-# full: the same protocol with a GPU-sized budget
+# cpu: a 2-core CPU, two trials at a time, one torch thread each; full: the same protocol with a GPU-sized budget.
+# The step budget (max_steps, sparsity warm-up, fine-tuning steps) is the pair's own, from its pilot curves
+# (docs/RESULTS.md, "Pilot"): max_steps where no_transfer at 0.6 had stopped improving.
 PROFILES = {
-    "cpu": {"max_steps": 600, "warmup": 200, "finetune": 100, "batch": 16, "eval_every": 50, "eval_max_examples": 1000,
-            "search_trials": 12, "seeds": [0, 1, 2]},
-    "full": {"max_steps": 2000, "warmup": 600, "finetune": 400, "batch": 32, "eval_every": 100, "eval_max_examples": 2000,
-             "search_trials": 32, "seeds": [0, 1, 2]},
+    "cpu": {"batch": 16, "eval_every": 50, "eval_max_examples": 1000, "search_trials": 12, "seeds": [0, 1, 2],
+            "budget": {"sst2_imdb": {"max_steps": 400, "warmup": 200, "finetune": 80},
+                       "rte_mnli": {"max_steps": 400, "warmup": 200, "finetune": 80},
+                       "mrpc_mnli": {"max_steps": 400, "warmup": 200, "finetune": 80}}},
+    "full": {"batch": 32, "eval_every": 100, "eval_max_examples": 2000, "search_trials": 32, "seeds": [0, 1, 2],
+             "budget": {pair: {"max_steps": 2000, "warmup": 600, "finetune": 400} for pair in PAIRS}},
 }
 
 
 def base_config(pair: str, sparsity: float, profile: dict) -> dict:
-    p = profile
+    p, budget = profile, profile["budget"][pair]
     return {
         "model": {"name_or_path": "all-MiniLM-L6-v2", "max_seq_length": PAIRS[pair]["seq"]},
         **PAIRS[pair]["config"],
-        "pruning": {"target_sparsity": sparsity, "warmup_steps": p["warmup"], "finetune_steps": p["finetune"]},
-        "max_steps": p["max_steps"], "batch_size": p["batch"], "eval_every": p["eval_every"],
+        "pruning": {"target_sparsity": sparsity, "warmup_steps": budget["warmup"], "finetune_steps": budget["finetune"]},
+        "max_steps": budget["max_steps"], "batch_size": p["batch"], "eval_every": p["eval_every"],
         "eval_max_examples": p["eval_max_examples"],
     }
 
@@ -66,20 +69,24 @@ def dense_config(pair: str, profile: dict) -> dict:
     return {**base, "transfer": {}, "pruning": {"target_sparsity": 0.0, "structures": [], "warmup_steps": 0}}
 
 
-def experiment_name(pair: str, sparsity: float | None, part: str) -> str:
-    return f"{part}-{pair}" if sparsity is None else f"{part}-{pair}-{sparsity}"
+def experiment_name(pair: str, sparsity: float | None, part: str, distill: bool = False) -> str:
+    name = f"{part}-{pair}" if sparsity is None else f"{part}-{pair}-{sparsity}"
+    return name + "-distill" if distill else name
 
 
-def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storage: str):
-    """(search space, sampler, trials) of one experiment of the study."""
+def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storage: str, distill: bool = False):
+    """(search space, sampler, trials) of one experiment of the study; `distill`: the pruned runs distil from the
+    dense model (its teacher is the dense reference's configuration, trained once per seed and cached)."""
     from search_spaces import load_space, space_from_dict
 
-    name = experiment_name(pair, sparsity, part)
+    name = experiment_name(pair, sparsity, part, distill)
     seeds = profile["seeds"]
     if part == "dense":
         space = {"description": "dense reference", "base": dense_config(pair, profile), "parameters": {"seed": {"choices": seeds}}}
         return space_from_dict(space, name=name), "grid", len(seeds)
     base = base_config(pair, sparsity, profile)
+    if distill:
+        base["distill"] = {"enabled": True}
     if part == "baselines":
         space = {"description": "baselines", "base": base,
                  "parameters": {"transfer.preset": {"choices": list(PRESETS)}, "seed": {"choices": seeds}}}
@@ -90,7 +97,7 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storag
         space = {"description": "how/what/when", "base": {**base, "seed": seeds[0]}, "parameters": params}
         return space_from_dict(space, name=name), "tpe", profile["search_trials"]
     if part == "rerun":
-        best = best_searched_config(pair, sparsity, storage)
+        best = best_searched_config(pair, sparsity, storage, distill)
         best.pop("seed")
         space = {"description": "the search's dev-best configuration on the other seeds", "base": best,
                  "parameters": {"seed": {"choices": seeds[1:]}}}
@@ -98,12 +105,12 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storag
     raise ValueError(part)
 
 
-def best_searched_config(pair: str, sparsity: float, storage: str) -> dict:
+def best_searched_config(pair: str, sparsity: float, storage: str, distill: bool = False) -> dict:
     """The resolved config of the search's best trial on dev (final evaluation), as a plain dict."""
     from analysis import trial_frame
     from raysearch.experiment import experiment_path
 
-    path = experiment_path(storage, experiment_name(pair, sparsity, "search"))
+    path = experiment_path(storage, experiment_name(pair, sparsity, "search", distill))
     trials = trial_frame([path])
     done = trials[trials["complete"]]
     if done.empty:
@@ -126,7 +133,7 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     from raysearch.distributed.search import SearchSettings, launch, resume
     from raysearch.experiment import experiment_path, holds_experiment
 
-    space, sampler, trials = space_of(pair, sparsity, part, profile, storage)
+    space, sampler, trials = space_of(pair, sparsity, part, profile, storage, args.distill)
     name = space.name
     path = experiment_path(storage, name)
     started = time.perf_counter()
@@ -195,6 +202,7 @@ def main():
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     parser.add_argument("--workers-per-trial", type=int, default=1)
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
+    parser.add_argument("--distill", action="store_true", help="the pruned runs distil from the dense model (experiments named *-distill)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     if args.report:

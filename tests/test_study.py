@@ -1,0 +1,65 @@
+"""The real-data study's plumbing: experiment selection, valid configs, and RESULTS.md from compact results alone."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import study  # noqa: E402
+import study_report  # noqa: E402
+
+from raysearch.config import config_from_dict  # noqa: E402
+
+
+def test_only_selects_experiments_in_order_and_rejects_typos():
+    assert study.parse_only(["sst2_imdb:0.6"]) == [("sst2_imdb", 0.6, p) for p in study.PARTS]
+    assert study.parse_only(["rte_mnli:dense", "sst2_imdb:0.8:rerun"]) == [("rte_mnli", None, "dense"), ("sst2_imdb", 0.8, "rerun")]
+    for bad in ("sst2:0.6", "sst2_imdb:high", "sst2_imdb:0.6:searchh", "sst2_imdb"):
+        with pytest.raises(SystemExit, match="--only"):
+            study.parse_only([bad])
+
+
+def test_every_experiment_of_a_cell_has_a_valid_config():
+    profile = study.PROFILES["cpu"]
+    dense, sampler, trials = study.space_of("sst2_imdb", None, "dense", profile, "unused")
+    config = config_from_dict(dense.base)
+    assert (sampler, trials) == ("grid", 3) and config.pruning.structures == [] and config.pruning.target_sparsity == 0
+    baselines, sampler, trials = study.space_of("sst2_imdb", 0.6, "baselines", profile, "unused")
+    assert (sampler, trials) == ("grid", 9) and baselines.grid_size() == 9
+    search, sampler, trials = study.space_of("rte_mnli", 0.8, "search", profile, "unused", distill=True)
+    config = config_from_dict(search.base)
+    assert (sampler, trials) == ("tpe", 12) and config.seed == 0 and config.distill.enabled
+    assert config.pruning.target_sparsity == 0.8 and search.name == "search-rte_mnli-0.8-distill"
+
+
+def _trials(preset, devs, sparsity=0.6, **extra):
+    return pd.DataFrame({"trial_id": [f"{preset}{i}" for i in range(len(devs))], "preset": preset, "seed": range(len(devs)),
+                         "target_dev": devs, "target_test": [d - 0.01 for d in devs], "exact_sparsity": sparsity,
+                         "remaining_params": 1000 * (1 - sparsity), "full_params": 1000, "target_sparsity": 0.6,
+                         "complete": True, **extra})
+
+
+def test_results_page_comes_from_compact_results_alone(tmp_path, monkeypatch):
+    results = tmp_path / "results" / "cpu"
+    def save(name, frame):
+        (results / name).mkdir(parents=True)
+        frame.to_parquet(results / name / "trials.parquet")
+
+    save("dense-sst2_imdb", _trials("searched", [0.85, 0.86, 0.84], sparsity=0.0))
+    save("baselines-sst2_imdb-0.6", pd.concat([_trials("no_transfer", [0.70, 0.72, 0.71]), _trials("sequential", [0.60, 0.62, 0.61]),
+                                               _trials("multitask", [0.74, 0.73, 0.75])]))
+    searched = dict(coupling="tied", transfer_weight=0.5, transfer_start_fraction=0.2, coupling_strength=None,
+                    **{f"group_{g}": g == "embeddings" for g in ("embeddings", "attention", "ffn", "layernorm", "masks")})
+    save("search-sst2_imdb-0.6", _trials("searched", [0.78, 0.70, 0.69, 0.71], **searched).assign(seed=0))
+    save("rerun-sst2_imdb-0.6", _trials("searched", [0.0, 0.77, 0.76], **searched).iloc[1:])
+    monkeypatch.setattr(study_report, "RESULTS", tmp_path / "results")
+    out = study_report.write_results(results, "cpu", study.PROFILES["cpu"], out=tmp_path / "docs" / "RESULTS.md")
+    page = out.read_text()
+    assert "| sst2_imdb | dense (unpruned) | 3 | 0.000 | 0.850 ± 0.010 |" in page
+    assert "| no_transfer | 3 | 0.600 | 0.710 ± 0.010 |" in page
+    assert f"| {study_report.SEARCHED} | 3 | 0.600 | 0.770 ± 0.010 |" in page  # seed 0 from the search, seeds 1-2 re-run
+    assert "vs `no_transfer`: beats it by +6.0 dev points (mean over 3 seeds, per-seed differences +8.0, +5.0, +5.0)" in page
+    assert "vs `multitask`: beats it by +3.0" in page
+    assert "tied, groups embeddings, transfer weight 0.50" in page
+    assert study_report.KEEP_MARKER in page
