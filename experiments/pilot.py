@@ -53,6 +53,7 @@ def run_one(pair: str, method: str, args) -> pd.DataFrame:
 
         def report(self, metrics, checkpoint):
             self.rows.append(metrics)
+            print(f"[pilot] {pair} {method} step {metrics['step']}: dev {metrics['target_dev']:.3f}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory() as scratch:
         reporter = Collect(scratch)
