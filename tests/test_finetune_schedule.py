@@ -70,4 +70,3 @@ def test_finetune_learning_rate_sets_the_second_peak(pair_task):
         trainer.train_step()
     assert max(rates[10:]) == pytest.approx(2e-4)
     assert max(rates[:10]) == pytest.approx(config.learning_rate)
-    assert torch.get_num_threads() >= 1

@@ -15,7 +15,8 @@ from torch import nn
 
 
 def teacher_layers(num_layers: int) -> list[int]:
-    """Every third layer output counted from the top (CoFi's 2, 5, 8, 11 of 12; here 1, 3, 5 of 6)."""
+    """Layer outputs counted down from the last: every third from 9 layers on (CoFi's 2, 5, 8, 11 of 12), else every
+    second (1, 3, 5 of 6)."""
     step = 3 if num_layers >= 9 else 2
     return list(range(num_layers - 1, -1, -step))[::-1]
 
