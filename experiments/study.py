@@ -76,8 +76,9 @@ def experiment_name(pair: str, sparsity: float | None, part: str, distill: bool 
     return name + "-distill" if distill else name
 
 
-def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storage: str, distill: bool = False):
-    """(search space, sampler, trials) of one experiment of the study; `distill`: the pruned runs distil from the
+def space_of(pair: str, sparsity: float | None, part: str, profile: dict, results: Path, distill: bool = False):
+    """(search space, sampler, trials) of one experiment of the study; `results`: the profile's compact results
+    (a rerun reads its search's best configuration there); `distill`: the pruned runs distil from the
     dense model (its teacher is the dense reference's configuration, trained once per seed and cached)."""
     from search_spaces import load_space, space_from_dict
 
@@ -99,7 +100,7 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storag
         space = {"description": "how/what/when", "base": {**base, "seed": seeds[0]}, "parameters": params}
         return space_from_dict(space, name=name), "tpe", profile["search_trials"]
     if part == "rerun":
-        best = best_searched_config(pair, sparsity, storage, distill)
+        best = best_searched_config(pair, sparsity, results, distill)
         best.pop("seed")
         space = {"description": "the search's dev-best configuration on the other seeds", "base": best,
                  "parameters": {"seed": {"choices": seeds[1:]}}}
@@ -107,18 +108,21 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, storag
     raise ValueError(part)
 
 
-def best_searched_config(pair: str, sparsity: float, storage: str, distill: bool = False) -> dict:
-    """The resolved config of the search's best trial on dev (final evaluation), as a plain dict."""
-    from analysis import trial_frame
-    from raysearch.experiment import experiment_path
+def best_searched_config(pair: str, sparsity: float, folder: Path, distill: bool = False) -> dict:
+    """The resolved config of the search's best trial on dev (final evaluation), as a plain dict, read from the
+    search's committed compact results, so that a rerun needs neither its storage nor the sitting that searched."""
+    import pandas as pd
 
-    path = experiment_path(storage, experiment_name(pair, sparsity, "search", distill))
-    trials = trial_frame([path])
+    name = experiment_name(pair, sparsity, "search", distill)
+    trials_file, configs_file = folder / name / "trials.parquet", folder / name / "configs.jsonl"
+    if not trials_file.is_file() or not configs_file.is_file():
+        raise SystemExit(f"[study] {pair}:{sparsity}:rerun needs the search's compact results in {folder / name} "
+                         f"(run {pair}:{sparsity}:search first)")
+    trials = pd.read_parquet(trials_file)
     done = trials[trials["complete"]]
-    if done.empty:
-        raise SystemExit(f"[study] {pair}:{sparsity}:rerun needs the finished search first (run {pair}:{sparsity}:search)")
-    best = done.loc[done["target_dev"].idxmax()]
-    return resolved_configs(path)[best["trial_id"]]
+    best = done.loc[done["target_dev"].idxmax(), "trial_id"]
+    configs = {row["trial_id"]: row["config"] for row in map(json.loads, configs_file.read_text().splitlines())}
+    return configs[best]
 
 
 def resolved_configs(path: str) -> dict:
@@ -135,7 +139,7 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     from raysearch.distributed.search import SearchSettings, launch, resume
     from raysearch.experiment import experiment_path, holds_experiment
 
-    space, sampler, trials = space_of(pair, sparsity, part, profile, storage, args.distill)
+    space, sampler, trials = space_of(pair, sparsity, part, profile, RESULTS / args.profile, args.distill)
     name = space.name
     path = experiment_path(storage, name)
     started = time.perf_counter()

@@ -1,4 +1,5 @@
 """The real-data study's plumbing: experiment selection, valid configs, and RESULTS.md from compact results alone."""
+import json
 import sys
 from pathlib import Path
 
@@ -22,15 +23,32 @@ def test_only_selects_experiments_in_order_and_rejects_typos():
 
 def test_every_experiment_of_a_cell_has_a_valid_config():
     profile = study.PROFILES["cpu"]
-    dense, sampler, trials = study.space_of("sst2_imdb", None, "dense", profile, "unused")
+    dense, sampler, trials = study.space_of("sst2_imdb", None, "dense", profile, Path("unused"))
     config = config_from_dict(dense.base)
     assert (sampler, trials) == ("grid", 3) and config.pruning.structures == [] and config.pruning.target_sparsity == 0
-    baselines, sampler, trials = study.space_of("sst2_imdb", 0.6, "baselines", profile, "unused")
+    baselines, sampler, trials = study.space_of("sst2_imdb", 0.6, "baselines", profile, Path("unused"))
     assert (sampler, trials) == ("grid", 9) and baselines.grid_size() == 9
-    search, sampler, trials = study.space_of("rte_mnli", 0.8, "search", profile, "unused", distill=True)
+    search, sampler, trials = study.space_of("rte_mnli", 0.8, "search", profile, Path("unused"), distill=True)
     config = config_from_dict(search.base)
     assert (sampler, trials) == ("tpe", 12) and config.seed == 0 and config.distill.enabled
     assert config.pruning.target_sparsity == 0.8 and search.name == "search-rte_mnli-0.8-distill"
+
+
+def test_rerun_takes_the_dev_best_config_from_the_search_compact_results(tmp_path):
+    profile = study.PROFILES["cpu"]
+    with pytest.raises(SystemExit, match="needs the search's compact results"):
+        study.space_of("sst2_imdb", 0.6, "rerun", profile, tmp_path)
+    search, _, _ = study.space_of("sst2_imdb", 0.6, "search", profile, tmp_path)
+    folder = tmp_path / "search-sst2_imdb-0.6"
+    folder.mkdir()
+    pd.DataFrame({"trial_id": ["a", "b", "c"], "target_dev": [0.70, 0.80, 0.90], "complete": [True, True, False]}).to_parquet(folder / "trials.parquet")
+    configs = {t: config_from_dict({**search.base, "transfer": {**search.base["transfer"], "preset": "multitask", "transfer_weight": w}}).to_dict()
+               for t, w in (("a", 0.2), ("b", 0.7), ("c", 0.9))}
+    (folder / "configs.jsonl").write_text("".join(json.dumps({"trial_id": t, "config": c}) + "\n" for t, c in configs.items()))
+    rerun, sampler, trials = study.space_of("sst2_imdb", 0.6, "rerun", profile, tmp_path)
+    assert (sampler, trials) == ("grid", 2)  # seeds 1 and 2
+    assert rerun.base["transfer"]["transfer_weight"] == 0.7  # "c" scored higher but did not finish
+    assert config_from_dict({**rerun.base, "seed": 1}).transfer.transfer_weight == 0.7
 
 
 def _trials(preset, devs, sparsity=0.6, **extra):
