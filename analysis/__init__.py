@@ -11,7 +11,9 @@ from .effects import BASELINES, FACTORS, baseline_comparison, factor_effects, pa
 from .frames import history_frame, load_frame, save_frames, trial_frame
 from .pareto import (DEFAULT_OBJECTIVES, attainment_front, best_per_sparsity_bin, heldout_check, hypervolume,
                      hypervolume_history, pareto_front, pareto_rank)
-from .report import Analysis, analyze, analyze_experiments, render_markdown, write_outputs
+from .compute import Analysis, analyze, analyze_experiments
+from .outputs import write_outputs
+from .report import render_markdown
 
 __all__ = [
     "Analysis", "BASELINES", "DEFAULT_OBJECTIVES", "FACTORS", "analyze", "analyze_experiments", "attainment_front",

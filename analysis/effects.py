@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from raysearch.transfer.groups import GROUPS
+from raysearch.config import GROUPS
 
 from .frames import on_off
 from .pareto import sparsity_bin

@@ -2,8 +2,9 @@
 
 An experiment folder (written by `raysearch launch`) holds, per Tune trial, `run_trial_<id>_<n>_.../`
 with `params.json` (the values sampled from the space) and `result.json` (one JSON line per
-evaluation). The trial's full config is rebuilt from the space stored in `raysearch_experiment.json`,
-so every column below comes from the same validated `TrainConfig` the trial ran with.
+evaluation), and `trial_configs/<id>.json`: the validated config the trial ran with, which the
+config columns below come from. (An experiment from before raysearch stored it has the config
+rebuilt from its space instead.)
 
     trials = trial_frame(["runs/search/rte-hww"])    # one row per trial
     history = history_frame(["runs/search/rte-hww"])  # one row per evaluation of each trial
@@ -15,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from raysearch.errors import UserInputError
-from raysearch.experiment import Folder, read_meta
-from raysearch.transfer.groups import GROUPS
+from raysearch.config import config_from_dict
+from raysearch.experiment import Folder, read_meta, trial_config_file
+from raysearch.config import GROUPS
 from search_spaces import space_from_dict
 
 # Tune names a trial's folder {trainable}_{trial id}_{index}_...; ids are 8 hex digits from a searcher
@@ -111,6 +113,14 @@ class Experiment:
     def params(self, trial_dir: str) -> dict:
         return json.loads(self.folder.read_text(f"{trial_dir}/params.json")) if self.folder.exists(f"{trial_dir}/params.json") else {}
 
+    def config(self, trial_dir: str, trial_id: str):
+        """The TrainConfig the trial ran with (None before it started)."""
+        stored = trial_config_file(trial_id)
+        if self.folder.exists(stored):
+            return config_from_dict(json.loads(self.folder.read_text(stored)))
+        params = self.params(trial_dir)
+        return self.space.trial_config(params) if params else None
+
 
 def _experiments(paths) -> list[Experiment]:
     if isinstance(paths, (str, Path)):
@@ -127,10 +137,11 @@ def trial_frame(paths) -> pd.DataFrame:
         statuses = exp.statuses()
         for trial_dir, trial_id, index in exp.trial_dirs():
             params = exp.params(trial_dir)
+            config = exp.config(trial_dir, trial_id)
             results = exp.results(trial_dir)
             final = results[-1] if results else {}
             row = {"experiment": exp.name, "trial_id": trial_id, "trial_index": index}
-            row.update(config_columns(exp.space.trial_config(params)) if params else {})
+            row.update(config_columns(config) if config is not None else {})
             row.update({f"param/{k}": v for k, v in params.items()})
             row.update({m: final.get(m) for m in METRICS})
             row.update({m: final.get(m) for m in BEST})

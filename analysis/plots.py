@@ -1,4 +1,4 @@
-"""Rendering only: each function draws data computed elsewhere (analysis.report.Analysis) to a PNG."""
+"""Rendering only: each function draws data computed elsewhere (analysis.compute.Analysis) to a PNG."""
 from pathlib import Path
 
 import matplotlib

@@ -13,9 +13,11 @@ import time
 import torch
 
 from raysearch.config import ModelConfig
-from raysearch.models import ClassificationHead, load_backbone, load_tokenizer
+from raysearch.heads import ClassificationHead
+from raysearch.models import load_backbone, load_tokenizer
 from raysearch.pruning import EncoderShape, GatedEncoder, GateSet, exact_remaining
-from raysearch.pruning.export import count_prunable_params, export_classifier
+from raysearch.exported import export_classifier
+from raysearch.pruning.surgery import count_prunable_params
 from raysearch.transfer.joint import Branch
 
 
@@ -23,10 +25,10 @@ def structure_at(shape: EncoderShape, sparsity: float, seed: int = 0) -> dict:
     """Gate values keeping the top fraction q of heads and FFN units, q chosen for the target sparsity."""
     generator = torch.Generator().manual_seed(seed)
     head_scores = torch.rand(shape.layers, shape.heads, generator=generator)
-    unit_scores = torch.rand(shape.layers, shape.ffn, generator=generator)
+    unit_scores = torch.rand(shape.layers, shape.ffn_units, generator=generator)
 
     def gates(q):
-        return {"mha": torch.ones(shape.layers), "ffn": torch.ones(shape.layers), "hidden": torch.ones(shape.hidden),
+        return {"mha": torch.ones(shape.layers), "ffn": torch.ones(shape.layers), "hidden": torch.ones(shape.hidden_size),
                 "head": (head_scores >= torch.quantile(head_scores, 1 - q)).float() if q > 0 else torch.zeros_like(head_scores),
                 "intermediate": (unit_scores >= torch.quantile(unit_scores, 1 - q)).float() if q > 0 else torch.zeros_like(unit_scores)}
 
@@ -63,7 +65,7 @@ def main():
     tokenizer = load_tokenizer(model_config)
     backbone = load_backbone(model_config, tokenizer).eval()
     shape = EncoderShape.from_hf_config(backbone.config)
-    branch = Branch(GatedEncoder(backbone, GateSet(shape)), ClassificationHead(shape.hidden, 2), "classification").eval()
+    branch = Branch(GatedEncoder(backbone, GateSet(shape)), ClassificationHead(shape.hidden_size, 2), "classification").eval()
     ids = torch.randint(1000, 20000, (args.batch, args.seq))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 

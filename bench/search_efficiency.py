@@ -12,7 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
-import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
+from raysearch.distributed.auth import use_cluster_token
+
+use_cluster_token()  # before ray is imported: Ray reads its auth mode then
 import pandas as pd
 import ray
 

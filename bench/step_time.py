@@ -49,7 +49,7 @@ def measure(mode: str, steps: int, warmup: int, device: str, precision: str, seq
         branch, optimizer = trainer.model.target, trainer.optimizers["weights"]
         branch.train()
         with trainer._autocast():
-            loss = branch.loss(trainer._target_batch(trainer.step), z=None)  # hooks are no-ops without gates
+            loss = branch.loss(trainer.data.target_batch(trainer.step, trainer.device), z=None)  # hooks are no-ops without gates
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.weights, config.max_grad_norm)

@@ -12,7 +12,9 @@ The difference of the per-trial times is what raysearch adds. Then trials per ho
 import argparse
 import time
 
-import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
+from raysearch.distributed.auth import use_cluster_token
+
+use_cluster_token()  # before ray is imported: Ray reads its auth mode then
 import ray
 from ray import cloudpickle, tune
 

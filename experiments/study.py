@@ -130,7 +130,8 @@ def resolved_configs(path: str) -> dict:
     from analysis.frames import Experiment
 
     exp = Experiment(path)
-    return {trial_id: exp.space.trial_config(exp.params(trial_dir)).to_dict() for trial_dir, trial_id, _ in exp.trial_dirs()}
+    configs = {trial_id: exp.config(trial_dir, trial_id) for trial_dir, trial_id, _ in exp.trial_dirs()}
+    return {trial_id: config.to_dict() for trial_id, config in configs.items() if config is not None}
 
 
 def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
@@ -219,7 +220,9 @@ def main():
     if not args.only:
         raise SystemExit("give --only PAIR:SPARSITY[:PART] (one sitting's experiments) or --report")
     experiments = parse_only(args.only)
-    import raysearch.distributed  # noqa: F401  (first: it sets Ray's token-auth mode before ray is imported)
+    from raysearch.distributed.auth import use_cluster_token
+
+    use_cluster_token()  # before ray is imported: Ray reads its auth mode then
     import ray
 
     from raysearch.distributed.search import init_ray

@@ -245,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .distributed.auth import use_cluster_token
+
     args = build_parser().parse_args(argv)
+    use_cluster_token()  # before any command imports ray
     try:
         return args.func(args)
     except UserInputError as e:

@@ -13,14 +13,18 @@ from typing import Any
 import yaml
 
 from .errors import UserInputError
-from .pruning.gates import GATE_KINDS
-from .transfer.groups import GROUPS
 
+# The vocabulary of a config, owned here so that the config layer (and the search spaces and the analysis
+# built on it) needs no torch. Structure kinds (docs/METHOD.md, "Masks"): whole attention block per layer,
+# attention heads, whole FFN block per layer, FFN units, hidden dimensions shared by all layers.
+GATE_KINDS = ("mha", "head", "ffn", "intermediate", "hidden")
+# Parameter groups that a transfer branch may share with the target branch (docs/METHOD.md, "Groups").
+GROUPS = ("embeddings", "attention", "ffn", "layernorm", "masks")
 COUPLING_MODES = ("tied", "soft", "none")
 TASK_KINDS = ("classification", "mlm")
 METRICS = ("accuracy", "f1", "mcc")
 
-# Named baselines (DESIGN.md §2). A preset fixes these transfer fields; setting one of
+# Named baselines (docs/METHOD.md, "Presets"). A preset fixes these transfer fields; setting one of
 # them to a different value as well is an error rather than a silent override.
 PRESETS = {
     "no_transfer": {"coupling": "none", "groups": []},
@@ -303,15 +307,19 @@ def _apply_preset(data: dict) -> dict:
 
 
 def set_dotted(data: dict, assignment: str) -> dict:
-    """Apply one `key.sub=value` override (value parsed as YAML) to a nested dict."""
+    """Apply one `key.sub=value` override (value parsed as YAML, as on a command line) to a nested dict."""
     _check("=" in assignment, f"--set {assignment}", "is not key=value", "write e.g. --set pruning.target_sparsity=0.5")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    return set_value(data, key.strip(), yaml.safe_load(raw) if raw else None, where=f"--set {key}")
+
+
+def set_value(data: dict, key: str, value, where: str | None = None) -> dict:
+    """Set the dotted `key` (e.g. pruning.target_sparsity) of a nested dict to `value`, creating sections."""
     node = data
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-        _check(isinstance(node, dict), f"--set {key}", f"{part!r} is not a section", "check the key path")
+        _check(isinstance(node, dict), where or key, f"{part!r} is not a section", "check the key path")
     node[parts[-1]] = value
     return data
 

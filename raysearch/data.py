@@ -263,18 +263,14 @@ def _load_encoded(path: Path, labels) -> EncodedSplit:
     return EncodedSplit(split(ids), split(types) if types is not None else None, labels)
 
 
-def collate(data: EncodedSplit, indices, pad_id: int, device, pad_to: int | None = None) -> dict:
-    length = pad_to or max(len(data.input_ids[i]) for i in indices)
-    ids = torch.full((len(indices), length), pad_id, dtype=torch.long)
-    types = torch.zeros((len(indices), length), dtype=torch.long)
-    mask = torch.zeros((len(indices), length), dtype=torch.long)
-    for row, i in enumerate(indices):
-        seq = data.input_ids[i][:length]
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        if data.token_type_ids is not None:
-            types[row, : len(seq)] = torch.tensor(data.token_type_ids[i][:length])
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types if data.token_type_ids is not None else None}
+def collate(data: EncodedSplit, indices, tokenizer, device, pad_to: int | None = None) -> dict:
+    """The examples `indices` as one batch of tensors, padded by the tokenizer to the longest (or to `pad_to`)."""
+    features = {"input_ids": [data.input_ids[i] for i in indices]}
+    if data.token_type_ids is not None:
+        features["token_type_ids"] = [data.token_type_ids[i] for i in indices]
+    padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
+    batch = dict(tokenizer.pad(features, return_tensors="pt", **padding))
+    batch.setdefault("token_type_ids", None)  # RoBERTa has none
     if data.labels is not None:
         batch["labels"] = torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
     return {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
@@ -308,6 +304,48 @@ class BatchStream:
             self._epoch, self._order = epoch, torch.randperm(self.n, generator=generator).tolist()
         start = (position * self.world_size + self.rank) * self.batch_size
         return self._order[start : start + self.batch_size]
+
+
+class TrialData:
+    """A trial's data, tokenised: the limited target training set, the evaluation splits (capped at
+    `eval_max_examples`, the same rows for every trial and seed, so qualities compare) and one seeded batch
+    stream per task, so that the batch of a step depends only on the seed and the step."""
+
+    def __init__(self, config, target: TaskData, transfer: TaskData | None, tokenizer, rank: int = 0, world_size: int = 1):
+        self.config, self.tokenizer, self.rank, self.world_size = config, tokenizer, rank, world_size
+        max_len, cache = config.model.max_seq_length, config.resolved_cache_dir
+        self.pad_to = max_len if config.model.pad_to_max_length else None
+        self.target_metric, self.target_labels = target.metric, target.num_labels
+        self.target_train_split = subsample(target.splits["train"], config.target_train_size, config.seed)
+        self.target_train = encode(self.target_train_split, tokenizer, max_len, cache)
+        capped = lambda split: subsample(split, config.eval_max_examples, seed=0)  # noqa: E731
+        self.target_eval = {role: encode(capped(target.splits[role]), tokenizer, max_len, cache)
+                            for role in ("dev", "test") if target.has(role)}
+        self.target_stream = BatchStream(len(self.target_train), config.batch_size, config.seed, rank, world_size)
+        self.transfer_kind = transfer.kind if transfer else None
+        self.transfer_dev = None
+        if transfer is not None:
+            self.transfer_metric = transfer.metric if transfer.kind == "classification" else "accuracy"
+            self.transfer_train = encode(transfer.splits["train"], tokenizer, max_len, cache)
+            dev = transfer.splits.get("dev")
+            self.transfer_dev = encode(capped(dev), tokenizer, max_len, cache) if dev else None
+            self.transfer_stream = BatchStream(len(self.transfer_train), config.transfer.batch_size or config.batch_size,
+                                               config.seed + 1, rank, world_size)
+
+    def target_batch(self, step: int, device) -> dict:
+        return collate(self.target_train, self.target_stream.indices(step), self.tokenizer, device, self.pad_to)
+
+    def transfer_batch(self, step: int, device) -> dict:
+        batch = collate(self.transfer_train, self.transfer_stream.indices(step), self.tokenizer, device, self.pad_to)
+        if self.transfer_kind == "mlm":
+            batch = mask_for_mlm(batch, self.tokenizer, self.config.seed * self.world_size + self.rank, step)
+        return batch
+
+    def eval_batches(self, split: EncodedSplit, device, mlm_seed: int | None = None):
+        """Length-sorted batches of an evaluation split; with `mlm_seed`, masked as the MLM task is."""
+        for number, indices in enumerate(length_sorted_batches(split, self.config.eval_batch_size)):
+            batch = collate(split, indices, self.tokenizer, device)
+            yield mask_for_mlm(batch, self.tokenizer, mlm_seed, number) if mlm_seed is not None else batch
 
 
 def mask_for_mlm(batch: dict, tokenizer, seed: int, step: int, probability: float = 0.15) -> dict:

@@ -1,5 +1,8 @@
 """An experiment folder on any storage Ray accepts (a local path or a URI such as s3://...), without Ray.
 
+Besides Tune's files it holds `raysearch_experiment.json` and, per trial, `trial_configs/<trial id>.json`:
+the validated config the trial ran with, written once as the trial starts, read by the analysis.
+
 `raysearch launch` writes `raysearch_experiment.json` (space, settings, storage) beside Tune's own files;
 its presence is what makes a folder a raysearch experiment. Reading goes through pyarrow's file
 systems, so the search glue, `raysearch status` and the analysis read local and remote folders alike.
@@ -12,6 +15,12 @@ import pyarrow.fs as pafs
 from .errors import UserInputError
 
 EXPERIMENT_FILE = "raysearch_experiment.json"
+TRIAL_CONFIGS = "trial_configs"
+
+
+def trial_config_file(trial_id: str) -> str:
+    """Where (relative to the experiment folder) a trial's resolved config is stored."""
+    return f"{TRIAL_CONFIGS}/{trial_id}.json"
 
 
 def absolute(path: str) -> str:
@@ -44,6 +53,13 @@ class Folder:
     def read_text(self, name: str) -> str:
         with self.fs.open_input_stream(self._full(name)) as f:
             return f.read().decode()
+
+    def write_text(self, name: str, text: str):
+        """Write a file (its sub-folders created), local or remote."""
+        full = self._full(name)
+        self.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(full) as f:
+            f.write(text.encode())
 
     def _full(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}" if name else self.root

@@ -1,8 +1,10 @@
 """The joint pruning-transfer loop of one configuration (one trial).
 
-`run(config, reporter)` builds everything, trains, evaluates every `eval_every` steps,
-checkpoints the full state, and exports the pruned target model at the end. It knows
-nothing of Ray: distributed workers call the same function with their rank.
+`run(config, reporter)` builds everything, then steps, evaluates every `eval_every` steps and checkpoints
+the full state, and exports the pruned target model at the end. Each concept does its own part: the data
+and its per-step batches (`data.TrialData`), the pruning phase's objective (`transfer.JointModel`), the
+sparsity controller (`pruning.SparsityController`). It knows nothing of Ray: distributed workers call the
+same function with their rank.
 """
 import math
 import os
@@ -17,9 +19,11 @@ from . import metrics as metrics_lib
 from .config import TrainConfig
 from .distill.loss import HiddenProjection, distilled_target_loss
 from .distill.teacher import load_or_train_teacher
-from .models import ClassificationHead, MLMHead, load_backbone, load_tokenizer
-from .pruning import EncoderShape, exact_remaining, target_sparsity_at
-from .pruning.export import export_classifier, save_exported
+from .exported import export_classifier, save_exported
+from .heads import ClassificationHead, MLMHead
+from .models import load_backbone, load_tokenizer
+from .pruning import EncoderShape, SparsityController, exact_remaining
+from .pruning.controller import unique
 from .reporting import Reporter
 from .schedule import lr_factor
 from .transfer.joint import build_joint_model
@@ -44,79 +48,54 @@ def load_tasks(config: TrainConfig):
 
 
 class JointTrainer:
-    """Holds the models, data streams, optimizers and progress of one run."""
+    """One run: build (data, teacher, model, optimizers), then `train_step`, `evaluate`, `save_checkpoint`."""
 
     def __init__(self, config: TrainConfig, tasks=None, rank: int = 0, world_size: int = 1):
         self.config, self.rank, self.world_size = config, rank, world_size
         self.device = _device(config)
         target_task, transfer_task = tasks or load_tasks(config)
         self.tokenizer = load_tokenizer(config.model)
-        max_len = config.model.max_seq_length
-        cache = config.resolved_cache_dir
-        self.pad_to = max_len if config.model.pad_to_max_length else None
-        train = data_lib.subsample(target_task.splits["train"], config.target_train_size, config.seed)
-        # the teacher first: training it (once, then cached) must not shift this run's random numbers
+        self.data = data_lib.TrialData(config, target_task, transfer_task, self.tokenizer, rank, world_size)
+        # the teacher before seeding: training it (once, then cached) must not shift this run's random numbers
         self.teacher, self.teacher_info = None, {}
         if config.distill.enabled:
-            self.teacher, self.teacher_info = load_or_train_teacher(config, target_task, train["texts"], self.tokenizer, self.device)
+            self.teacher, self.teacher_info = load_or_train_teacher(config, target_task, self.data.target_train_split["texts"],
+                                                                    self.tokenizer, self.device, train_dense)
         torch.manual_seed(config.seed)
-
-        # ---- data (target training set subsampled: the limited-data setting)
-        self.target_metric, self.transfer_kind = target_task.metric, transfer_task.kind if transfer_task else None
-        self.target_train = data_lib.encode(train, self.tokenizer, max_len, cache)
-        # evaluation splits capped at eval_max_examples, the same rows for every trial and seed (comparable quality)
-        capped = lambda split: data_lib.subsample(split, config.eval_max_examples, seed=0)  # noqa: E731
-        self.target_eval = {role: data_lib.encode(capped(target_task.splits[role]), self.tokenizer, max_len, cache)
-                            for role in ("dev", "test") if target_task.has(role)}
-        self.target_stream = data_lib.BatchStream(len(self.target_train), config.batch_size, config.seed, rank, world_size)
-        if transfer_task is not None:
-            self.transfer_metric = transfer_task.metric if transfer_task.kind == "classification" else "accuracy"
-            self.transfer_train = data_lib.encode(transfer_task.splits["train"], self.tokenizer, max_len, cache)
-            dev = transfer_task.splits.get("dev")
-            self.transfer_dev = data_lib.encode(capped(dev), self.tokenizer, max_len, cache) if dev else None
-            self.transfer_stream = data_lib.BatchStream(len(self.transfer_train), config.transfer.batch_size or config.batch_size,
-                                                        config.seed + 1, rank, world_size)
-
-        # ---- model
-        backbone = load_backbone(config.model, self.tokenizer)
-        self.shape = EncoderShape.from_hf_config(backbone.config)
-        hidden = self.shape.hidden
-
-        def transfer_head(encoder):
-            if transfer_task.kind == "mlm":
-                return MLMHead(hidden, encoder.backbone.embeddings.word_embeddings, backbone.config.layer_norm_eps)
-            return ClassificationHead(hidden, transfer_task.num_labels, pooling=config.model.pooling)
-
-        target_head = ClassificationHead(hidden, target_task.num_labels, pooling=config.model.pooling)
-        self.model = build_joint_model(backbone, self.shape, target_head, transfer_head,
-                                       self.transfer_kind, config.transfer, config.pruning.structures,
-                                       config.pruning.init_keep).to(self.device)
-        if self.teacher is not None:  # a submodule, so that the weights' optimizer and the checkpoints hold it
-            self.model.distill_projection = HiddenProjection(hidden).to(self.device)
-
-        # ---- optimisation: weights, gates and multipliers each with their own optimizer
-        unique = lambda params: list({id(p): p for p in params}.values())  # noqa: E731  (tied tensors once)
-        gate_params = unique(p for gs in self._all_gate_sets() for p in gs.parameters())
-        gate_ids = {id(p) for p in gate_params}
-        lagrangian_params = list(self.model.lagrangians.parameters())
-        lagrangian_ids = {id(p) for p in lagrangian_params}
-        weights = unique(p for p in self.model.parameters() if id(p) not in gate_ids | lagrangian_ids)
-        self.weights = weights
-        self.optimizers = {"weights": torch.optim.AdamW(weights, lr=config.learning_rate, weight_decay=config.weight_decay)}
-        if gate_params:  # no gates at all (structures: []) is plain fine-tuning
-            self.optimizers["gates"] = torch.optim.AdamW(gate_params, lr=config.pruning.mask_lr, weight_decay=0.0)
-            self.optimizers["lagrangian"] = torch.optim.AdamW(lagrangian_params, lr=config.pruning.lagrangian_lr,
-                                                              weight_decay=0.0, maximize=True)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizers["weights"], self._lr_factor)
-
-        # ---- progress
+        self.model, self.shape = self._build_model(target_task, transfer_task)
+        self.controller = SparsityController(self.model.gate_sets(), self.model.lagrangians, self.model.all_gate_sets(), config.pruning)
+        controlled = self.controller.parameter_ids()
+        self.weights = unique(p for p in self.model.parameters() if id(p) not in controlled)
+        self.weights_optimizer = torch.optim.AdamW(self.weights, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.weights_optimizer, self._lr_factor)
+        # progress
         self.step = 0
-        self.frozen_z = None  # the structure, fixed when fine-tuning starts
+        self.frozen_z = None  # the target's gates, fixed when the fine-tuning phase starts
         self.elapsed = 0.0
         self.best = {}
         self._loss_sum, self._loss_count = 0.0, 0
 
-    # ------------------------------------------------------------------ helpers
+    def _build_model(self, target_task, transfer_task):
+        config = self.config
+        backbone = load_backbone(config.model, self.tokenizer)
+        shape = EncoderShape.from_hf_config(backbone.config)
+
+        def transfer_head(encoder):
+            if transfer_task.kind == "mlm":
+                return MLMHead(shape.hidden_size, encoder.backbone.embeddings.word_embeddings, backbone.config.layer_norm_eps)
+            return ClassificationHead(shape.hidden_size, transfer_task.num_labels, pooling=config.model.pooling)
+
+        target_head = ClassificationHead(shape.hidden_size, target_task.num_labels, pooling=config.model.pooling)
+        model = build_joint_model(backbone, shape, target_head, transfer_head, self.data.transfer_kind, config.transfer,
+                                  config.pruning.structures, config.pruning.init_keep).to(self.device)
+        if self.teacher is not None:  # a submodule, so that the weights' optimizer and the checkpoints hold it
+            model.distill_projection = HiddenProjection(shape.hidden_size).to(self.device)
+        return model, shape
+
+    @property
+    def optimizers(self) -> dict:
+        """Every optimizer by name (the checkpoint's layout): the weights', the gates', the multipliers'."""
+        return {"weights": self.weights_optimizer, **self.controller.optimizers}
 
     def _lr_factor(self, step: int) -> float:
         c = self.config
@@ -124,77 +103,45 @@ class JointTrainer:
         ratio = 1.0 if finetune_lr is None or c.learning_rate == 0 else finetune_lr / c.learning_rate
         return lr_factor(step, c.pruning_steps, c.max_steps, c.lr_warmup_steps, ratio)
 
-    def _all_gate_sets(self):
-        sets = [self.model.target.encoder.gates]
-        if self.model.transfer is not None:
-            sets.append(self.model.transfer.encoder.gates)
-        return sets
-
     def _autocast(self):
         enabled = self.config.precision == "bf16" and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def _target_batch(self, step):
-        idx = self.target_stream.indices(step)
-        return data_lib.collate(self.target_train, idx, self.tokenizer.pad_token_id, self.device, self.pad_to)
-
-    def _transfer_batch(self, step):
-        idx = self.transfer_stream.indices(step)
-        batch = data_lib.collate(self.transfer_train, idx, self.tokenizer.pad_token_id, self.device, self.pad_to)
-        if self.transfer_kind == "mlm":
-            batch = data_lib.mask_for_mlm(batch, self.tokenizer, self.config.seed * self.world_size + self.rank, step)
-        return batch
-
     @property
-    def pruning(self) -> bool:
+    def in_pruning_phase(self) -> bool:
         return self.step < self.config.pruning_steps
 
-    def structure(self) -> dict:
-        """The target branch's current evaluation gates (frozen once fine-tuning starts)."""
+    def eval_gates(self) -> dict:
+        """The target branch's deterministic gates now (frozen once fine-tuning starts)."""
         return self.frozen_z if self.frozen_z is not None else self.model.target.encoder.gates.deterministic()
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ step
 
     def train_step(self) -> dict:
-        config, model, step = self.config, self.model, self.step
-        if not self.pruning and self.frozen_z is None:
+        model, step = self.model, self.step
+        pruning = self.in_pruning_phase
+        if not pruning and self.frozen_z is None:
             self.frozen_z = model.target.encoder.gates.deterministic()
         model.train()
-        parts = {}
         with self._autocast():
-            if self.pruning:
-                loss = torch.zeros((), device=self.device)
-                if config.transfer.target_weight > 0:
-                    parts["target_loss"] = self._target_loss(self._target_batch(step), model.target.encoder.gates.sample(), parts)
-                    loss = loss + config.transfer.target_weight * parts["target_loss"]
-                if model.transfer is not None:
-                    parts["transfer_loss"] = model.transfer_loss(self._transfer_batch(step), step)
-                    loss = loss + config.transfer.transfer_weight * parts["transfer_loss"]
-                penalty = model.coupling_penalty(step)
-                if penalty is not None:
-                    parts["coupling_penalty"] = penalty
-                    loss = loss + penalty
-                target_now = target_sparsity_at(step, config.pruning.target_sparsity, config.pruning.warmup_steps)
-                for key, gate_set in model.gate_sets().items() if "gates" in self.optimizers else ():
-                    expected = gate_set.expected_sparsity()
-                    parts[f"{key}_expected_sparsity"] = expected
-                    loss = loss + model.lagrangians[key](expected, target_now)
+            if pruning:
+                target_loss = lambda: self._target_loss(self.data.target_batch(step, self.device), model.target.encoder.gates.sample())  # noqa: E731
+                loss, parts = model.pruning_objective(step, target_loss, lambda: self.data.transfer_batch(step, self.device))
+                lagrangian, sparsity_parts = self.controller.lagrangian_terms(step)
+                if lagrangian is not None:
+                    loss = loss + lagrangian
+                parts.update(sparsity_parts)
             else:
-                parts["target_loss"] = self._target_loss(self._target_batch(step), self.frozen_z, parts)
+                parts = self._target_loss(self.data.target_batch(step, self.device), self.frozen_z)
                 loss = parts["target_loss"]
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
         self._sync_gradients()
-        torch.nn.utils.clip_grad_norm_(self.weights, config.max_grad_norm)
-        self.optimizers["weights"].step()
-        if self.pruning and "gates" in self.optimizers:
-            self.optimizers["gates"].step()
-            self.optimizers["lagrangian"].step()
-            for key, lagrangian in self.model.lagrangians.items():
-                lagrangian.project_(parts[f"{key}_expected_sparsity"], target_now)
-            for gate_set in self._all_gate_sets():
-                gate_set.clamp_()
+        torch.nn.utils.clip_grad_norm_(self.weights, self.config.max_grad_norm)
+        self.weights_optimizer.step()
+        if pruning:
+            self.controller.step()
         self.scheduler.step()
         self.step += 1
         out = {k: float(v.detach()) for k, v in parts.items()}
@@ -203,13 +150,11 @@ class JointTrainer:
         self._loss_count += 1
         return out
 
-    def _target_loss(self, batch, z, parts: dict) -> torch.Tensor:
-        """Cross-entropy on the target batch, or the distilled loss (its parts go to `parts`)."""
+    def _target_loss(self, batch, z) -> dict:
+        """{"target_loss": cross-entropy on the target batch} or, with a teacher, the distilled loss and its parts."""
         if self.teacher is None:
-            return self.model.target.loss(batch, z)
-        distilled = distilled_target_loss(self.model.target, self.teacher, self.model.distill_projection, batch, z, self.config.distill)
-        parts.update({k: v for k, v in distilled.items() if k != "target_loss"})
-        return distilled["target_loss"]
+            return {"target_loss": self.model.target.loss(batch, z)}
+        return distilled_target_loss(self.model.target, self.teacher, self.model.distill_projection, batch, z, self.config.distill)
 
     def _sync_gradients(self):
         """Average gradients over workers (explicit all-reduce: tied tensors and hooks make DDP's wrapper awkward)."""
@@ -226,14 +171,9 @@ class JointTrainer:
     def predict(self, branch, split, z, mlm_seed: int | None = None):
         branch.eval()
         predictions, labels = [], []
-        bs = self.config.eval_batch_size
-        for number, indices in enumerate(data_lib.length_sorted_batches(split, bs)):
-            batch = data_lib.collate(split, indices, self.tokenizer.pad_token_id, self.device)
-            if mlm_seed is not None:
-                batch = data_lib.mask_for_mlm(batch, self.tokenizer, mlm_seed, number)
-                labels.append(batch["labels"][batch["labels"] != -100].cpu())
-            else:
-                labels.append(batch["labels"].cpu())
+        for batch in self.data.eval_batches(split, self.device, mlm_seed):
+            gold = batch["labels"]
+            labels.append((gold[gold != -100] if mlm_seed is not None else gold).cpu())
             with self._autocast():
                 predictions.append(branch(batch, z).argmax(-1).cpu())
         return torch.cat(predictions).numpy(), torch.cat(labels).numpy()
@@ -241,20 +181,20 @@ class JointTrainer:
     def evaluate(self, final: bool = False) -> dict:
         """Target dev at every evaluation; target test only where it is reported (a new best dev, the final
         evaluation); transfer dev at the final evaluation (every one with `transfer_dev_every_eval`)."""
-        z = self.structure()
+        z, data = self.eval_gates(), self.data
         target = self.model.target
-        metrics = {"step": self.step, "phase": "pruning" if self.pruning else "finetune", "target_metric": self.target_metric}
-        pred, gold = self.predict(target, self.target_eval["dev"], z)
-        metrics["target_dev"] = metrics_lib.compute(self.target_metric, pred, gold)
+        metrics = {"step": self.step, "phase": "pruning" if self.in_pruning_phase else "finetune", "target_metric": data.target_metric}
+        pred, gold = self.predict(target, data.target_eval["dev"], z)
+        metrics["target_dev"] = metrics_lib.compute(data.target_metric, pred, gold)
         new_best = self._is_new_best(metrics["target_dev"])
-        if "test" in self.target_eval and (final or new_best):
-            pred, gold = self.predict(target, self.target_eval["test"], z)
-            metrics["target_test"] = metrics_lib.compute(self.target_metric, pred, gold)
-        if self.model.transfer is not None and self.transfer_dev is not None and (final or self.config.transfer_dev_every_eval):
+        if "test" in data.target_eval and (final or new_best):
+            pred, gold = self.predict(target, data.target_eval["test"], z)
+            metrics["target_test"] = metrics_lib.compute(data.target_metric, pred, gold)
+        if self.model.transfer is not None and data.transfer_dev is not None and (final or self.config.transfer_dev_every_eval):
             transfer_z = self.model.transfer.encoder.gates.deterministic()
-            mlm_seed = self.config.seed if self.transfer_kind == "mlm" else None
-            pred, gold = self.predict(self.model.transfer, self.transfer_dev, transfer_z, mlm_seed)
-            metrics["transfer_dev"] = metrics_lib.compute(self.transfer_metric, pred, gold)
+            mlm_seed = self.config.seed if data.transfer_kind == "mlm" else None
+            pred, gold = self.predict(self.model.transfer, data.transfer_dev, transfer_z, mlm_seed)
+            metrics["transfer_dev"] = metrics_lib.compute(data.transfer_metric, pred, gold)
         remaining = exact_remaining(self.shape, z)
         metrics.update(
             expected_sparsity=float(target.encoder.gates.expected_sparsity().detach()),
@@ -316,6 +256,15 @@ class JointTrainer:
         return directory
 
 
+def train_dense(config: TrainConfig, target_task) -> tuple[dict, dict]:
+    """Dense fine-tuning of `config` (nothing gated, no transfer) to its max_steps, in memory: (the target
+    branch's state dict, the final metrics). The distillation teacher is trained this way."""
+    trainer = JointTrainer(config, tasks=(target_task, None))
+    while trainer.step < config.max_steps:
+        trainer.train_step()
+    return trainer.model.target.state_dict(), trainer.evaluate(final=True)
+
+
 def read_checkpoint(directory: str | Path) -> dict:
     path = Path(directory) / CHECKPOINT_FILE
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -323,22 +272,19 @@ def read_checkpoint(directory: str | Path) -> dict:
 
 def export_target(trainer: JointTrainer, out_dir: Path) -> dict:
     """Export the pruned target model and check it against the masked model on dev."""
-    z = trainer.structure()
-    exported, structure = export_classifier(trainer.model.target, z)
-    meta = save_exported(exported, structure, out_dir, trainer.tokenizer)
-    dev = trainer.target_eval["dev"]
+    z = trainer.eval_gates()
+    exported, kept = export_classifier(trainer.model.target, z)
+    meta = save_exported(exported, kept, out_dir, trainer.tokenizer)
     trainer.model.target.eval()
     agree, total, max_diff = 0, 0, 0.0
     with torch.no_grad():  # one pass over dev: masked and exported logits side by side
-        for start in range(0, len(dev), trainer.config.eval_batch_size):
-            idx = range(start, min(start + trainer.config.eval_batch_size, len(dev)))
-            batch = data_lib.collate(dev, idx, trainer.tokenizer.pad_token_id, "cpu")
+        for batch in trainer.data.eval_batches(trainer.data.target_eval["dev"], "cpu"):
             logits = exported(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             on_device = {k: (v.to(trainer.device) if v is not None else None) for k, v in batch.items()}
             reference = trainer.model.target(on_device, z).float().cpu()
             max_diff = max(max_diff, float((logits - reference).abs().max()))
             agree += int((logits.argmax(-1) == reference.argmax(-1)).sum())
-            total += len(idx)
+            total += len(logits)
     agreement = agree / total
     return {"export_dir": str(out_dir), "export_parameters": meta["parameters"], "export_prunable_parameters": meta["prunable_parameters"],
             "export_size_bytes": meta["size_on_disk_bytes"], "export_dev_agreement": agreement, "export_max_logit_diff": max_diff}

@@ -24,9 +24,8 @@ from typing import Any
 
 import yaml
 
-from raysearch.config import COUPLING_MODES, PRESETS, config_from_dict, set_dotted
+from raysearch.config import COUPLING_MODES, GROUPS, PRESETS, config_from_dict, set_dotted, set_value
 from raysearch.errors import UserInputError
-from raysearch.transfer.groups import GROUPS
 
 SPACES_DIR = Path(__file__).resolve().parent
 DEFAULT_OBJECTIVES = ({"metric": "target_dev", "mode": "max"}, {"metric": "remaining_params", "mode": "min"})
@@ -111,9 +110,11 @@ class SearchSpace:
         return out
 
     def trial_config(self, flat: dict):
-        """The validated TrainConfig of one trial."""
-        overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in self.overrides(flat).items()]
-        return config_from_dict(self.base, overrides)
+        """The validated TrainConfig of one trial: the base with the trial's values set (no text round trip)."""
+        data = copy.deepcopy(self.base)
+        for key, value in self.overrides(flat).items():
+            set_value(data, key, value)
+        return config_from_dict(data)
 
     def with_base(self, overrides: list[str]) -> "SearchSpace":
         """A copy whose base config has `key=value` overrides applied and local data paths made absolute
@@ -250,7 +251,7 @@ def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: lis
 def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace:
     problems = []
     if not isinstance(data, dict):
-        raise UserInputError(source or name or "space", "must be a YAML mapping", "see search_spaces/README in the docs")
+        raise UserInputError(source or name or "space", "must be a YAML mapping", "write description, base and parameters as the shipped spaces do (`raysearch spaces` lists them)")
     for key in set(data) - {"name", "description", "base", "base_file", "objectives", "parameters", "source"}:
         problems.append(f"{key}: unknown key (use description, base or base_file, objectives, parameters)")
     base = data.get("base")

@@ -12,7 +12,7 @@ from analysis import (analyze, attainment_front, baseline_comparison, best_per_s
 from analysis.frames import history_frame
 from raysearch.cli import main
 from raysearch.errors import UserInputError
-from raysearch.transfer.groups import GROUPS
+from raysearch.config import GROUPS
 from search_spaces import load_space
 
 FULL = 1000

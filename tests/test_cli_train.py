@@ -4,7 +4,7 @@ import json
 import yaml
 
 from raysearch.cli import main
-from raysearch.pruning.export import load_exported
+from raysearch.exported import load_exported
 from raysearch.reporting import read_metrics
 
 from .conftest import tiny_model_config

@@ -4,7 +4,8 @@ import torch
 
 from raysearch.config import config_from_dict
 from raysearch.loop import JointTrainer
-from raysearch.transfer.groups import GROUPS, group_of
+from raysearch.config import GROUPS
+from raysearch.transfer.groups import group_of
 
 from .conftest import tiny_model_config, tiny_train_config
 
@@ -44,7 +45,7 @@ def test_tied_groups_get_no_transfer_gradient_before_start_step(pair_task):
 
     def transfer_grads(step):
         model.zero_grad(set_to_none=True)
-        model.transfer_loss(trainer._transfer_batch(step), step).backward()
+        model.transfer_loss(trainer.data.transfer_batch(step, trainer.device), step).backward()
         return ({n: p.grad for n, p in tied.items()}, {n: p.grad for n, p in private.items()})
 
     before_tied, before_private = transfer_grads(step=2)

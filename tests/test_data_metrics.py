@@ -7,7 +7,7 @@ import pytest
 from raysearch.config import TaskConfig
 from raysearch.data import BatchStream, load_task, subsample
 from raysearch.errors import UserInputError
-from raysearch.metrics import accuracy, f1, matthews_corrcoef
+from raysearch.metrics import accuracy, f1, mcc
 
 from .conftest import SHARED_DATA, write_tsv
 
@@ -17,8 +17,8 @@ def test_metrics_against_hand_values():
     assert accuracy(pred, gold) == pytest.approx(0.6)
     assert f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp=2, fp=1, fn=1
     # MCC = (tp*tn - fp*fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)) = (2*1 - 1*1) / sqrt(3*3*2*2)
-    assert matthews_corrcoef(pred, gold) == pytest.approx(1 / 6)
-    assert matthews_corrcoef([1, 1, 1], [1, 0, 1]) == 0.0  # undefined -> 0
+    assert mcc(pred, gold) == pytest.approx(1 / 6)
+    assert mcc([1, 1, 1], [1, 0, 1]) == 0.0  # undefined -> 0
     assert f1([0, 1, 2, 2], [0, 1, 2, 1]) == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)  # macro over 3 classes
 
 

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from raysearch.models import ClassificationHead
+from raysearch.heads import ClassificationHead
 from raysearch.pruning import EncoderShape, GateSet, exact_remaining
-from raysearch.pruning.export import count_prunable_params, export_classifier, load_exported, save_exported
+from raysearch.exported import export_classifier, load_exported, save_exported
+from raysearch.pruning.surgery import count_prunable_params
 from raysearch.pruning.masked_encoder import GatedEncoder
 from raysearch.transfer.joint import Branch
 
@@ -39,7 +40,7 @@ def test_exported_equals_masked(tiny_backbone, tokenizer, tmp_path, sparsity, re
     torch.manual_seed(0)
     shape = EncoderShape.from_hf_config(tiny_backbone.config)
     gates = _gates_for(shape, sparsity, remove_block)
-    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden, 3), "classification").eval()
+    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden_size, 3), "classification").eval()
     batch = _batch(tokenizer)
     z = gates.deterministic()
     with torch.no_grad():
@@ -66,9 +67,9 @@ def test_exported_equals_masked(tiny_backbone, tokenizer, tmp_path, sparsity, re
 def test_hidden_dimension_pruning_shrinks_every_matrix(tiny_backbone):
     shape = EncoderShape.from_hf_config(tiny_backbone.config)
     gates = _gates_for(shape, 0.5, False)
-    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden, 2), "classification")
+    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden_size, 2), "classification")
     exported, structure = export_classifier(branch, gates.deterministic())
     kept = len(structure["hidden"])
-    assert 0 < kept < shape.hidden
+    assert 0 < kept < shape.hidden_size
     assert exported.backbone.embeddings.word_embeddings.weight.shape[1] == kept
     assert exported.head.dense.in_features == kept

@@ -55,8 +55,8 @@ def _train_set_loss(trainer) -> float:
 
     trainer.model.target.eval()
     z = trainer.model.target.encoder.gates.deterministic()
-    data = trainer.target_train
-    batch = data_lib.collate(data, range(len(data)), trainer.tokenizer.pad_token_id, trainer.device)
+    data = trainer.data.target_train
+    batch = data_lib.collate(data, range(len(data)), trainer.tokenizer, trainer.device)
     return float(trainer.model.target.loss(batch, z))
 
 
@@ -70,3 +70,21 @@ def test_finetune_learning_rate_sets_the_second_peak(pair_task):
         trainer.train_step()
     assert max(rates[10:]) == pytest.approx(2e-4)
     assert max(rates[:10]) == pytest.approx(config.learning_rate)
+
+
+def test_each_phase_is_transformers_linear_schedule_except_its_first_warmup_step():
+    """Each phase follows transformers' get_linear_schedule_with_warmup, except that the warm-up starts one step
+    later: transformers gives step 0 a rate of 0, a wasted step in each phase (1 of the fine-tuning phase's few)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    def transformers_factors(steps, warmup):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule = get_linear_schedule_with_warmup(optimizer, warmup, steps)
+        return [schedule.lr_lambdas[0](s) for s in range(steps)]
+
+    pruning, total, warmup = 60, 100, 10
+    ours = [lr_factor(s, pruning, total, warmup) for s in range(total)]
+    reference = transformers_factors(pruning, warmup) + transformers_factors(total - pruning, 4)  # 4 = a tenth of 40
+    assert ours[warmup:pruning] == pytest.approx(reference[warmup:pruning])
+    assert ours[pruning + 4:] == pytest.approx(reference[pruning + 4:])
+    assert ours[:warmup] == pytest.approx(reference[1:warmup + 1]) and reference[0] == 0 < ours[0]

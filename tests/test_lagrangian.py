@@ -29,6 +29,34 @@ def test_multipliers_ascend_and_lambda_1_stays_non_positive():
     assert lagrangian.lambda_2.item() > 0.0
 
 
+def test_controller_alone_drives_gates_to_the_target_and_leaves_the_weights_to_their_optimizer():
+    """The sparsity controller without a task loss or a loop: its Lagrangian terms and its step move the gates'
+    expected sparsity onto the ramped target, and it claims only gate and multiplier tensors."""
+    import torch
+    from torch import nn
+
+    from raysearch.config import PruningConfig
+    from raysearch.pruning import EncoderShape, GateSet, Lagrangian, SparsityController
+
+    torch.manual_seed(0)
+    gates = GateSet(EncoderShape(layers=2, heads=4, head_dim=8, hidden_size=32, ffn_units=64))
+    lagrangians = nn.ModuleDict({"target": Lagrangian()})
+    config = PruningConfig(target_sparsity=0.5, warmup_steps=100, mask_lr=0.1, lagrangian_lr=0.2)
+    controller = SparsityController({"target": gates}, lagrangians, [gates], config)
+    weight = nn.Parameter(torch.zeros(3))
+    assert id(weight) not in controller.parameter_ids()
+    assert controller.parameter_ids() == {id(p) for p in [*gates.parameters(), *lagrangians.parameters()]}
+    for step in range(300):
+        terms, parts = controller.lagrangian_terms(step)
+        for optimizer in controller.optimizers.values():
+            optimizer.zero_grad()
+        terms.backward()
+        controller.step()
+        assert lagrangians["target"].lambda_1.item() <= 0.0
+    assert abs(parts["target_expected_sparsity"].item() - 0.5) < 0.03
+    assert abs(gates.expected_sparsity().item() - 0.5) < 0.03
+
+
 def test_short_warmup_to_high_target_does_not_close_every_gate():
     """The demo's tiny BERT, target 0.9 reached in 60 steps: the gates lag the ramp, lambda_1 winds up,
     and without the anti-windup reset the model overshoots to exact sparsity 1.0 (every gate closed)."""
@@ -39,7 +67,7 @@ def test_short_warmup_to_high_target_does_not_close_every_gate():
     config = config_from_dict(load_space("demo").base, ["transfer.task=null", "batch_size=16", "pruning.target_sparsity=0.9",
                                      "pruning.warmup_steps=60", "max_steps=150", "pruning.finetune_steps=30"])
     trainer = JointTrainer(config)
-    while trainer.pruning:
+    while trainer.in_pruning_phase:
         trainer.train_step()
     assert abs(trainer.evaluate()["exact_sparsity"] - 0.9) <= 0.03
 

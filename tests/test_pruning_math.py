@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from raysearch.pruning import EncoderShape, GateSet, exact_remaining, hard_concrete
-from raysearch.pruning.export import count_prunable_params, export_classifier
+from raysearch.exported import export_classifier
+from raysearch.pruning.surgery import count_prunable_params
 from raysearch.pruning.masked_encoder import GatedEncoder
-from raysearch.models import ClassificationHead
+from raysearch.heads import ClassificationHead
 from raysearch.transfer.joint import Branch
 
 
@@ -53,7 +54,7 @@ def test_exact_count_equals_parameters_of_exported_model(tiny_backbone, seed):
     shape = EncoderShape.from_hf_config(tiny_backbone.config)
     gates = GateSet(shape)
     _randomize(gates, seed)
-    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden, 2), "classification")
+    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden_size, 2), "classification")
     z = gates.deterministic()
     exported, _ = export_classifier(branch, z)
     assert exact_remaining(shape, z) == count_prunable_params(exported.backbone)
@@ -86,4 +87,4 @@ def test_deterministic_structure_matches_expected_size(tiny_backbone, seed):
         gates.log_alpha["ffn"][1] = 0.3
     exact = exact_remaining(shape, gates.deterministic())
     expected = gates.expected_remaining().item()
-    assert abs(exact - expected) <= 3 * shape.hidden + 1  # one FFN unit (2D+1), plus a block bias (D) it may drop
+    assert abs(exact - expected) <= 3 * shape.hidden_size + 1  # one FFN unit (2D+1), plus a block bias (D) it may drop

@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from analysis import trial_frame
 from raysearch.cli import main
 from raysearch.distributed.status import trial_table
 from search_spaces import load_space
@@ -131,6 +132,15 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path):
                 assert value in ("on", "off")
             else:
                 assert param.low <= value <= param.high
+
+    # each trial stored the validated config it ran with, and the analysis reads that file, not the space
+    experiment = _experiment(tmp_path, "four")
+    for _, row in frame.iterrows():
+        stored = json.loads((experiment / "trial_configs" / f"{row['trial_id']}.json").read_text())
+        assert stored["target"]["heldout_test_size"] == 64 and stored["seed"] == row["seed"]
+    edited = experiment / "trial_configs" / f"{frame['trial_id'].iloc[0]}.json"
+    edited.write_text(json.dumps({**json.loads(edited.read_text()), "learning_rate": 0.123}))
+    assert trial_frame([str(experiment)]).set_index("trial_id").loc[frame["trial_id"].iloc[0], "learning_rate"] == 0.123
 
     # the real experiment analyses into every output file, with the held-out test split reported
     out = tmp_path / "analysis"

@@ -3,7 +3,7 @@ import optuna
 import pytest
 
 from raysearch.errors import UserInputError
-from raysearch.transfer.groups import GROUPS
+from raysearch.config import GROUPS
 from search_spaces import list_spaces, load_space, space_from_dict
 
 from .conftest import SHARED_DATA
@@ -132,3 +132,21 @@ def test_trial_configs_do_not_leak_into_each_other_or_the_base():
     after = space.trial_config(tied)
     assert after.transfer.coupling_strength == alone.transfer.coupling_strength == 0.0
     assert space.base == base
+
+
+@pytest.mark.parametrize("preset", ["sequential", None])
+def test_a_stored_trial_config_loads_back_as_the_same_config(tmp_path, preset):
+    """What a trial stores (its resolved config as JSON) is a config `raysearch train` reads back unchanged."""
+    import json
+
+    from raysearch.config import load_config
+
+    space = load_space("baselines" if preset else "how_what_when")
+    params = {"transfer.preset": preset} if preset else {
+        "transfer.coupling": "soft", "transfer.coupling_strength": 0.05, "transfer.transfer_weight": 0.5,
+        "transfer.transfer_start_step": 0.25, **{f"transfer.groups.{g}": "on" if g in ("ffn", "masks") else "off" for g in GROUPS}}
+    config = space.trial_config(params)
+    assert config.transfer.preset == preset
+    stored = tmp_path / "trial.json"
+    stored.write_text(json.dumps(config.to_dict()))
+    assert load_config(stored) == config

@@ -1,6 +1,5 @@
 """What keeps a study trial cheap: the tokenisation cache, bounded evaluation, one thread per CPU."""
 import numpy as np
-import pytest
 import torch
 
 from raysearch import data as data_lib
@@ -43,8 +42,8 @@ def test_damaged_cache_entry_is_rebuilt(tokenizer, tmp_path):
 def test_evaluation_splits_are_capped_with_the_same_rows_for_every_seed(pair_task):
     a = JointTrainer(tiny_train_config(pair_task, eval_max_examples=10, seed=0))
     b = JointTrainer(tiny_train_config(pair_task, eval_max_examples=10, seed=3))
-    assert len(a.target_eval["dev"]) == 10
-    assert a.target_eval["dev"].input_ids == b.target_eval["dev"].input_ids
+    assert len(a.data.target_eval["dev"]) == 10
+    assert a.data.target_eval["dev"].input_ids == b.data.target_eval["dev"].input_ids
 
 
 def test_test_and_transfer_dev_are_evaluated_only_where_reported(pair_task, tmp_path):

@@ -45,24 +45,28 @@ def teacher_key(config: TrainConfig, train_texts) -> str:
 
 def dense_branch(config: TrainConfig, num_labels: int, tokenizer):
     """An unpruned target branch (no gates) of the trial's model: the teacher's shape."""
-    from ..models import ClassificationHead, load_backbone
+    from ..heads import ClassificationHead
+    from ..models import load_backbone
     from ..pruning import EncoderShape, GatedEncoder, GateSet
     from ..transfer.joint import Branch
 
     backbone = load_backbone(config.model, tokenizer)
     shape = EncoderShape.from_hf_config(backbone.config)
-    head = ClassificationHead(shape.hidden, num_labels, pooling=config.model.pooling)
+    head = ClassificationHead(shape.hidden_size, num_labels, pooling=config.model.pooling)
     return Branch(GatedEncoder(backbone, GateSet(shape, [])), head, "classification")
 
 
-def load_or_train_teacher(config: TrainConfig, target_task, train_texts, tokenizer, device) -> tuple[torch.nn.Module, dict]:
-    """(teacher branch, frozen, in eval mode on `device`; its info: dev/test quality, steps, key)."""
+def load_or_train_teacher(config: TrainConfig, target_task, train_texts, tokenizer, device, train_dense) -> tuple[torch.nn.Module, dict]:
+    """(teacher branch, frozen, in eval mode on `device`; its info: dev/test quality, steps, key).
+
+    `train_dense(dense_config, target_task)` -> (target branch state dict, final metrics): the loop's own
+    training of a dense run, which the loop hands in (this module sits below the loop)."""
     key = teacher_key(config, train_texts)
     folder = config.resolved_cache_dir / "teachers" / key
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / INFO_FILE).is_file():
-            _train_teacher(teacher_config(config), target_task, key, folder)
+            _train_teacher(teacher_config(config), target_task, key, folder, train_dense)
     teacher = dense_branch(config, target_task.num_labels, tokenizer)
     teacher.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     teacher.to(device).eval()
@@ -71,16 +75,11 @@ def load_or_train_teacher(config: TrainConfig, target_task, train_texts, tokeniz
     return teacher, json.loads((folder / INFO_FILE).read_text())
 
 
-def _train_teacher(dense: TrainConfig, target_task, key: str, folder: Path):
-    from ..loop import JointTrainer  # the loop trains the teacher exactly as it trains a trial's dense run
-
-    trainer = JointTrainer(dense, tasks=(target_task, None))
-    while trainer.step < dense.max_steps:
-        trainer.train_step()
-    metrics = trainer.evaluate(final=True)
+def _train_teacher(dense: TrainConfig, target_task, key: str, folder: Path, train_dense):
+    weights, metrics = train_dense(dense, target_task)
     staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     staging.mkdir()
-    state = {k: v.detach().contiguous().cpu() for k, v in trainer.model.target.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     save_file(state, str(staging / WEIGHTS_FILE))
     info = {"key": key, "steps": dense.max_steps, "seed": dense.seed,
             **{k: metrics[k] for k in ("target_dev", "target_test") if k in metrics}}

@@ -1,5 +1,4 @@
-"""Thin Ray glue: Train workers run `raysearch.loop.run`; Tune + Optuna drive trials."""
-from .auth import use_cluster_token
+"""Thin Ray glue: Train workers run `raysearch.loop.run`; Tune + Optuna drive trials.
 
-# Ray reads RAY_AUTH_MODE when it is imported, so this runs before any module here imports ray.
-use_cluster_token()
+Entry points call `auth.use_cluster_token()` before anything imports ray (Ray reads its auth mode then).
+"""

@@ -2,7 +2,8 @@
 
 The token lives in ~/.ray/auth_token and clients must run with RAY_AUTH_MODE=token to send it.
 A user's own RAY_AUTH_MODE (e.g. `disabled` for a cluster without auth) is left alone. Ray reads the
-variable when it is imported: `raysearch.distributed` applies this on import, before it imports ray.
+variable when it is imported, so every entry point (the CLI, the study and bench scripts) calls
+`use_cluster_token()` before it imports ray.
 """
 import os
 import sys

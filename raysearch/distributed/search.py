@@ -4,6 +4,7 @@ Ray 2.60 runs Train V2, where a Tune *function* trial builds and fits a TorchTra
 passed to the Tuner fails). The trial function asks for no CPU of its own, so that N workers per
 trial and the cluster's CPUs alone decide how many trials run at once (no deadlock on 2 CPUs).
 """
+import json
 import math
 import os
 import time
@@ -21,7 +22,7 @@ from analysis.pareto import pareto_front  # progress lines use the analysis's ow
 from search_spaces import SearchSpace, space_from_dict
 
 from ..errors import UserInputError
-from ..experiment import absolute, experiment_path, holds_experiment, read_meta, write_meta
+from ..experiment import Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file, write_meta
 from .worker import train_loop_per_worker
 
 # Optuna's TPE and NSGA-II; Ray Tune's BasicVariantGenerator for random search and for the full grid of
@@ -55,16 +56,17 @@ class SearchSettings:
 # ------------------------------------------------------------------ the trial
 
 
-def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str):
-    """One Tune trial: validate its config, then fit a TorchTrainer under a stable per-trial name."""
-    space_obj = space_from_dict(space)
-    config = space_obj.trial_config(tune_config)
+def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str, experiment: str):
+    """One Tune trial: resolve and validate its config, store it in the experiment (the analysis reads it there),
+    then fit a TorchTrainer under a stable per-trial name. The workers get the validated config itself."""
+    config = space_from_dict(space).trial_config(tune_config)
     s = SearchSettings(**settings)
     trial_id = tune.get_context().get_trial_id()
+    Folder(experiment).write_text(trial_config_file(trial_id), json.dumps(config.to_dict(), indent=1))
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict()},
+        train_loop_config={"config": config},
         scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"trial_{trial_id}",  # stable: a restarted trial finds its own checkpoints
@@ -77,8 +79,9 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
     trainer.fit()
 
 
-def _trainable(meta: dict):
-    fn = tune.with_parameters(run_trial, space=meta["space"], settings=meta["settings"], train_storage=meta["train_storage"])
+def _trainable(meta: dict, experiment: str):
+    fn = tune.with_parameters(run_trial, space=meta["space"], settings=meta["settings"], train_storage=meta["train_storage"],
+                              experiment=experiment)
     return tune.with_resources(fn, {"cpu": 0, "memory": 1024 * 1024})
 
 
@@ -173,7 +176,7 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
     # a grid runs each combination once, whatever --num-samples says
     total = space.grid_size() if settings.sampler == "grid" else settings.num_samples
     tuner = tune.Tuner(
-        _trainable(meta),
+        _trainable(meta, path),
         param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1 if settings.sampler == "grid" else total,
                                     max_concurrent_trials=max_concurrent_trials(settings)),
@@ -194,7 +197,7 @@ def resume(path: str):
     space_from_dict(meta["space"])  # a damaged space fails here, before Ray restores anything
     if not tune.Tuner.can_restore(path):
         raise UserInputError(str(path), "holds no Tune experiment state yet", "launch it again with the same --name")
-    tuner = tune.Tuner.restore(path, trainable=_trainable(meta), resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(path, trainable=_trainable(meta, path), resume_unfinished=True, resume_errored=True)
     print(f"[raysearch] resuming {path}", flush=True)
     # progress callbacks are not restored with the run config; results still stream into the experiment
     return tuner.fit()

@@ -6,7 +6,6 @@ from pathlib import Path
 import ray.train
 from ray.train import Checkpoint
 
-from ..config import config_from_dict
 from ..loop import run
 
 
@@ -28,7 +27,7 @@ def train_loop_per_worker(loop_config: dict):
     """Entry point of every Train worker; resumes from the run's latest checkpoint when restarted."""
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    config = config_from_dict(loop_config["config"])
+    config = loop_config["config"]  # the trial's validated TrainConfig
     reporter = RayTrainReporter()
     # as many torch threads as CPUs Ray gave this worker (at least one, for a 0-CPU worker)
     threads = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)

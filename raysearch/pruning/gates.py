@@ -2,12 +2,9 @@
 import torch
 from torch import nn
 
+from ..config import GATE_KINDS
 from . import hard_concrete
 from .size import EncoderShape, remaining_params, sparsity
-
-# Structure kinds, in the order of DESIGN.md: whole attention block per layer, heads,
-# whole FFN block per layer, FFN units, hidden dimensions shared by all layers.
-GATE_KINDS = ("mha", "head", "ffn", "intermediate", "hidden")
 
 
 def gate_shapes(shape: EncoderShape) -> dict[str, tuple[int, ...]]:
@@ -15,8 +12,8 @@ def gate_shapes(shape: EncoderShape) -> dict[str, tuple[int, ...]]:
         "mha": (shape.layers,),
         "head": (shape.layers, shape.heads),
         "ffn": (shape.layers,),
-        "intermediate": (shape.layers, shape.ffn),
-        "hidden": (shape.hidden,),
+        "intermediate": (shape.layers, shape.ffn_units),
+        "hidden": (shape.hidden_size,),
     }
 
 

@@ -1,21 +1,9 @@
 """Lagrangian sparsity control: lambda_1 (s - t) + lambda_2 (s - t)^2.
 
-The multipliers are trained by gradient *ascent* (their optimizer uses maximize=True),
-so a model that is not sparse enough is pushed harder each step until s meets t.
-
-The ascent on lambda_1 is projected onto lambda_1 <= 0. The task loss only ever pulls
-toward *less* sparsity, so a positive lambda_1 is never needed; without the projection it
-winds up positive while the ramp starts below the gates' initial sparsity, holds every gate
-open for tens of steps, and the delayed swing collapses the model far past the target
-(measured on MiniLM-L6: exact sparsity 1.0 at step 100 of a 0.6 target). The quadratic
-term (lambda_2 >= 0 by construction) pulls back from overshoot on either side.
-
-lambda_1 is also reset to 0 whenever the expected sparsity is above the target (anti-windup,
-as in a PI controller with conditional integration). The gates answer the multiplier with a
-lag, so on a steep ramp lambda_1 keeps growing while they catch up; without the reset that
-surplus keeps pushing after the target is crossed and unwinds only lagrangian_lr per step.
-Measured on the demo's tiny BERT (target 0.9, warm-up 60): every gate closed, exact sparsity
-1.0, before the reset; 0.90 with it. Nothing changes while the model is short of the target.
+The multipliers are trained by gradient *ascent* (their optimizer uses maximize=True), so a model that is
+not sparse enough is pushed harder each step until s meets t. After each ascent step lambda_1 is projected
+onto lambda_1 <= 0 and reset to 0 while s is above t (anti-windup); docs/METHOD.md ("Sparsity control")
+gives the reasons, with what went wrong without them.
 """
 import torch
 from torch import nn

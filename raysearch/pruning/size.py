@@ -17,8 +17,8 @@ class EncoderShape:
     layers: int
     heads: int
     head_dim: int
-    hidden: int
-    ffn: int
+    hidden_size: int  # D, the hidden dimensions (gate kind `hidden` selects among them)
+    ffn_units: int  # F, units per FFN block (gate kind `intermediate`; kind `ffn` gates a whole block)
 
     @classmethod
     def from_hf_config(cls, config) -> "EncoderShape":
@@ -26,13 +26,13 @@ class EncoderShape:
             layers=config.num_hidden_layers,
             heads=config.num_attention_heads,
             head_dim=config.hidden_size // config.num_attention_heads,
-            hidden=config.hidden_size,
-            ffn=config.intermediate_size,
+            hidden_size=config.hidden_size,
+            ffn_units=config.intermediate_size,
         )
 
     @property
     def full_prunable_params(self) -> int:
-        d, f, a = self.hidden, self.ffn, self.heads * self.head_dim
+        d, f, a = self.hidden_size, self.ffn_units, self.heads * self.head_dim
         per_layer = (3 * d * a + 3 * a) + (a * d + d) + (2 * d * f + f + d)
         return self.layers * per_layer
 

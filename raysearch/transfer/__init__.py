@@ -1,1 +1,1 @@
-from .groups import GROUPS, group_of
+from .groups import group_of, names_in_groups

@@ -1,7 +1,6 @@
 """Parameter groups of a gated encoder: what can be transferred between branches."""
 import re
 
-GROUPS = ("embeddings", "attention", "ffn", "layernorm", "masks")
 
 # Names are relative to a GatedEncoder (backbone.* and gates.*); order matters (LayerNorm first).
 _RULES = (
@@ -14,7 +13,7 @@ _RULES = (
 
 
 def group_of(name: str) -> str:
-    # the embeddings' own LayerNorm belongs to `embeddings` (DESIGN.md), not `layernorm`
+    # the embeddings' own LayerNorm belongs to `embeddings` (docs/METHOD.md), not `layernorm`
     if name.startswith("backbone.embeddings."):
         return "embeddings"
     for pattern, group in _RULES:

@@ -1,0 +1,90 @@
+"""The exported artefact: a physically pruned target model, its format on disk, and loading it back.
+
+A folder holds `model.safetensors` (the sliced weights), `raysearch_export.json` (the encoder's Hugging Face
+config, the kept units and the head) and the tokenizer. Loading builds a fresh encoder of the saved config,
+re-applies the slicing (`pruning.surgery`) and loads the weights.
+"""
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+from .heads import ClassificationHead
+from .pruning.gates import consistent_structure
+from .pruning.surgery import apply_structure, count_prunable_params, fold_gates, kept_units, plain_copy, slice_linear
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "raysearch_export.json"
+FORMAT = "raysearch-pruned-classifier/1"
+
+
+class PrunedClassifier(nn.Module):
+    """An exported target model: the shrunk encoder and its classification head."""
+
+    def __init__(self, backbone: nn.Module, head: ClassificationHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return self.head(hidden.last_hidden_state, attention_mask)
+
+
+def export_classifier(branch, z: dict[str, torch.Tensor]) -> tuple[PrunedClassifier, dict]:
+    """The target branch (a gated encoder and its classification head) with deterministic gates `z` as a
+    physically pruned model; returns it with its kept units."""
+    z = {k: v.detach().float().cpu() for k, v in consistent_structure(z).items()}
+    head_dim = branch.encoder.gates.shape.head_dim
+    backbone = plain_copy(branch.encoder.backbone).cpu().float()
+    head = ClassificationHead(branch.head.dense.in_features, branch.head.out.out_features, pooling=branch.head.pooling)
+    head.load_state_dict(branch.head.state_dict())
+    head = head.cpu().float()
+    fold_gates(backbone, z, head_dim)
+    kept = kept_units(z)
+    apply_structure(backbone, kept, head_dim)
+    head.dense = slice_linear(head.dense, cols=torch.tensor(kept["hidden"], dtype=torch.long))
+    return PrunedClassifier(backbone, head).eval(), kept
+
+
+def save_exported(model: PrunedClassifier, kept: dict, out_dir: str | Path, tokenizer=None) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, out / WEIGHTS_FILE)
+    backbone_config = model.backbone.config
+    meta = {
+        "format": FORMAT,
+        "model_type": backbone_config.model_type,
+        "hf_config": backbone_config.to_dict(),
+        "structure": kept,
+        "num_labels": model.head.out.out_features,
+        "head_hidden": model.head.out.in_features,
+        "pooling": model.head.pooling,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "prunable_parameters": count_prunable_params(model.backbone),
+    }
+    (out / META_FILE).write_text(json.dumps(meta))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    meta["size_on_disk_bytes"] = (out / WEIGHTS_FILE).stat().st_size
+    return meta
+
+
+def load_exported(path: str | Path) -> PrunedClassifier:
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    hf_config = dict(meta["hf_config"])
+    config = AutoConfig.for_model(hf_config.pop("model_type", meta["model_type"]), **hf_config)
+    backbone = AutoModel.from_config(config, add_pooling_layer=False)
+    head = ClassificationHead(config.hidden_size, meta["num_labels"], pooling=meta.get("pooling", "cls"))
+    head.out = nn.Linear(meta["head_hidden"], meta["num_labels"])
+    head_dim = config.hidden_size // config.num_attention_heads
+    kept = meta["structure"]
+    apply_structure(backbone, kept, head_dim)
+    head.dense = slice_linear(head.dense, cols=torch.tensor(kept["hidden"], dtype=torch.long))
+    model = PrunedClassifier(backbone, head)
+    model.load_state_dict(load_file(path / WEIGHTS_FILE), strict=True)
+    return model.eval()
