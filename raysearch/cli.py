@@ -8,18 +8,59 @@ import yaml
 
 from .errors import UserInputError
 
-RUN_MARKERS = ("metrics.jsonl", "checkpoints", "model", "final_metrics.json")
+RUN_MARKER = "raysearch_run.json"  # written first into a run folder: the folder is raysearch's from then on
+RUN_FILES = ("metrics.jsonl", "checkpoints", "model", "final_metrics.json", "config.yaml", RUN_MARKER)
 
 
-def _holds_run(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+def _is_run_folder(path: Path) -> bool:
+    """A folder raysearch made for a run (the marker; runs from before it have their files)."""
+    return (path / RUN_MARKER).is_file() or any((path / name).exists() for name in RUN_FILES[:4])
+
+
+def _finished_or_checkpointed(path: Path) -> bool:
+    from .reporting import checkpoints_in
+
+    return bool(checkpoints_in(path)) or (path / "model").exists() or (path / "final_metrics.json").exists()
+
+
+def _check_output_dir(out: Path, resume: bool):
+    """Where a run may write: a new or empty folder, or (with --resume) a run with a checkpoint. A folder of a
+    run that stopped before its first checkpoint may be started afresh; a folder of the user's own, never."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError("--output-dir", f"{out} is a file", "give a folder (new, empty, or a run's)")
+    if resume:
+        return
+    if out.is_dir() and any(out.iterdir()):
+        if not _is_run_folder(out):
+            raise UserInputError("--output-dir", f"{out} holds files that are not a raysearch run", "give a new or empty folder")
+        if _finished_or_checkpointed(out):
+            raise UserInputError("output_dir", f"{out} already holds a run", "pass --resume to continue it, or choose another --output-dir")
+
+
+def _start_afresh(out: Path):
+    """Keep the metrics of a run that stopped before its first checkpoint beside the new run's (nothing is lost)."""
+    metrics = out / "metrics.jsonl"
+    if metrics.exists():
+        metrics.replace(out / f"metrics.stopped-{int(metrics.stat().st_mtime)}.jsonl")
+
+
+def _config_changes(before: dict, after: dict, prefix: str = "") -> dict:
+    """{dotted key: [before, after]} for every setting that differs."""
+    changes = {}
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes.update(_config_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changes[f"{prefix}{key}"] = [a, b]
+    return changes
 
 
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .config import load_config
-    from .loop import available_cpus, load_tasks, run
+    from .loop import available_cpus, newest_intact_checkpoint, preflight, read_checkpoint, run
     from .reporting import LocalReporter, checkpoints_in
 
     if args.threads is not None and args.threads < 1:
@@ -28,18 +69,22 @@ def cmd_train(args) -> int:
     if args.output_dir:
         config.output_dir = args.output_dir
     out = Path(config.output_dir)
+    _check_output_dir(out, args.resume)
     resume_from = None
     if args.resume:
-        found = checkpoints_in(out)
-        if not found:
+        resume_from = newest_intact_checkpoint(checkpoints_in(out), warn=lambda line: print(line, file=sys.stderr))
+        if resume_from is None:
             raise UserInputError("--resume", f"no checkpoint in {out}/checkpoints", "run without --resume, or give the run's --output-dir")
-        resume_from = found[-1]
-    elif _holds_run(out):
-        raise UserInputError("output_dir", f"{out} already holds a run", "pass --resume to continue it, or choose another --output-dir")
-    tasks = load_tasks(config)  # data errors surface here, before anything is written
-    reporter = LocalReporter(out)
+    tasks = preflight(config)  # data, model and device errors surface here, before anything is written
+    created = not out.exists()
     if resume_from is None:
+        _start_afresh(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_MARKER).write_text(json.dumps({"started": True}))
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    else:
+        _record_changes(out, read_checkpoint(resume_from), config)  # refuses a change of the model's shape
+    reporter = LocalReporter(out)
 
     start = int(resume_from.name.split("_")[-1]) if resume_from else 0
     bar = tqdm(total=config.max_steps, initial=start, desc="train", unit="step", disable=args.quiet)
@@ -51,7 +96,14 @@ def cmd_train(args) -> int:
             bar.set_postfix(loss=f"{m['loss']:.3f}", **({"sparsity": f"{sparsity:.3f}"} if sparsity is not None else {}))
 
     threads = args.threads if args.threads is not None else available_cpus()
-    final = run(config, reporter, resume_from=resume_from, export_dir=out / "model", progress=progress, tasks=tasks, threads=threads)
+    try:
+        final = run(config, reporter, resume_from=resume_from, export_dir=out / "model", progress=progress, tasks=tasks, threads=threads)
+    except BaseException:
+        if created and not checkpoints_in(out):  # a folder this command made and nothing worth keeping in it
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     bar.close()
     (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
     summary = {k: final[k] for k in ("step", "target_dev", "target_test", "best_target_dev", "exact_sparsity", "remaining_params",
@@ -59,6 +111,29 @@ def cmd_train(args) -> int:
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}/metrics.jsonl, {out}/checkpoints/, {out}/model/ (exported pruned model)")
     return 0
+
+
+# settings that decide the shapes in a checkpoint: a resume cannot change them
+SHAPE_SETTINGS = ("model.", "pruning.structures", "transfer.coupling", "transfer.groups", "transfer.preset", "transfer.task.",
+                  "target.num_labels", "distill.enabled")
+
+
+def _record_changes(out: Path, state: dict, config):
+    """A resume with other settings than the checkpoint's: refuse a change of the model's shape; otherwise say so,
+    keep the record in config_changes.jsonl, and let config.yaml describe the run as it now continues."""
+    changes = _config_changes(state["config"], config.to_dict())
+    shape = {key: values for key, values in changes.items() if key.startswith(SHAPE_SETTINGS)}
+    if shape:
+        key, (a, b) = next(iter(shape.items()))
+        raise UserInputError("--resume", f"the checkpoint's run has {key} {a!r}, this config {b!r}: a resume cannot change the model",
+                             "resume with the config the run was started with (its config.yaml), or start a new --output-dir")
+    if not changes:
+        return
+    shown = ", ".join(f"{key} {a!r} -> {b!r}" for key, (a, b) in changes.items())
+    print(f"raysearch: resuming at step {state['step']} with changed settings: {shown}", file=sys.stderr)
+    with (out / "config_changes.jsonl").open("a") as f:
+        f.write(json.dumps({"step": state["step"], "changes": changes}) + "\n")
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def cmd_spaces(args) -> int:

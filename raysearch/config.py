@@ -6,7 +6,9 @@ overrides, resolves presets and validates everything before anything is trained.
 """
 import copy
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,11 @@ def _check_non_negative(value, where: str):
     _check(isinstance(value, (int, float)) and value >= 0, where, f"must be >= 0, got {value!r}", "give a non-negative number")
 
 
+# a tiny random encoder (tests, the offline demo): these keys, with these defaults
+TINY_DEFAULTS = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                 "max_position_embeddings": 512}
+
+
 @dataclass
 class ModelConfig:
     # A hub name, a local directory, or "all-MiniLM-L6-v2" (the copy shipped by the
@@ -67,6 +74,15 @@ class ModelConfig:
         if self.tiny is not None:
             _check(isinstance(self.tiny, dict), "model.tiny", "must be a mapping", "give e.g. {architecture: bert, hidden_size: 32}")
             _check_choice(self.tiny.get("architecture", "bert"), ("bert", "roberta"), "model.tiny.architecture")
+            for key, value in self.tiny.items():
+                _check(key in TINY_DEFAULTS or key == "architecture", f"model.tiny.{key}", "unknown key",
+                       f"valid keys: architecture, {', '.join(TINY_DEFAULTS)}")
+                if key != "architecture":
+                    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"model.tiny.{key}",
+                           f"must be a positive whole number, got {value!r}", f"write e.g. {key}: {TINY_DEFAULTS[key]}")
+            hidden, heads = (self.tiny.get(k, TINY_DEFAULTS[k]) for k in ("hidden_size", "num_attention_heads"))
+            _check(hidden % heads == 0, "model.tiny.hidden_size", f"{hidden} is not a multiple of num_attention_heads ({heads})",
+                   f"use a multiple, e.g. hidden_size: {heads * max(1, round(hidden / heads))}")
 
 
 @dataclass
@@ -253,10 +269,11 @@ class TrainConfig:
 
 
 def _build(cls, data: Any, where: str):
-    """Build dataclass `cls` from a mapping, rejecting unknown keys with their path."""
+    """Build dataclass `cls` from a mapping: unknown keys and values of the wrong type are rejected with their path."""
     if data is None:
         data = {}
-    _check(isinstance(data, dict), where or "config", f"must be a mapping, got {type(data).__name__}", "fix the YAML structure")
+    _check(isinstance(data, dict), where or "config", f"must be a mapping of fields, got {_shown(data)}",
+           "write it as `key: value` lines (see README.md, Train one configuration)")
     known = {f.name: f for f in fields(cls)}
     for key in data:
         _check(key in known, f"{where}.{key}".lstrip("."), "unknown field", f"valid fields here: {', '.join(known)}")
@@ -264,23 +281,59 @@ def _build(cls, data: Any, where: str):
     for key, value in data.items():
         sub = _NESTED.get((cls, key))
         path = f"{where}.{key}".lstrip(".")
-        kwargs[key] = _build(sub, value, path) if sub and value is not None else _coerce_number(value, known[key].type, path)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a missing required field
-        raise UserInputError(where or "config", str(e), "add the missing field") from None
+        if sub is not None and value is not None:
+            kwargs[key] = _build(sub, value, path)
+        elif sub is not None and _allows_none(known[key].type):
+            kwargs[key] = None  # an optional section left empty (e.g. `task:`)
+        elif sub is not None:
+            _check(known[key].default_factory is not MISSING, path, "is empty", f"give the {key} section's fields, e.g. {key}: {{source: PATH}}")
+            kwargs[key] = sub()  # an empty section means its defaults
+        else:
+            kwargs[key] = _typed(value, known[key], path)
+    missing = [f.name for f in known.values() if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise UserInputError(f"{where}.{missing[0]}".lstrip("."), "is missing", f"add it, e.g. {missing[0]}: {{source: PATH}}")
+    return cls(**kwargs)
 
 
-def _coerce_number(value, annotation, where: str):
-    """YAML 1.1 reads `1e-3` as a string; accept it for float fields (and reject junk clearly)."""
-    if isinstance(value, str) and annotation in (float, float | None):
+_TYPE_WORDS = {bool: ("true or false", "true"), int: ("a whole number", "100"), float: ("a number", "0.5"),
+               str: ("text", "NAME"), dict: ("a mapping", "{key: value}"), list: ("a list of names", "[a, b]")}
+
+
+def _allows_none(annotation) -> bool:
+    return isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
+def _shown(value) -> str:
+    return f"{value!r}" if isinstance(value, (str, int, float, bool)) else f"a {type(value).__name__}"
+
+
+def _typed(value, spec, where: str):
+    """`value` checked against the annotation of field `spec`. Ints given for floats become floats, and YAML 1.1
+    reads `1e-3` as text, so a number written so is accepted for a float field."""
+    annotation = spec.type
+    if value is None:
+        default = spec.default if spec.default is not MISSING else None
+        _check(_allows_none(annotation), where, "is empty", f"give a value, or remove the line for the default ({default!r})")
+        return None
+    kind = next(a for a in typing.get_args(annotation) if a is not type(None)) if _allows_none(annotation) else annotation
+    base = typing.get_origin(kind) or kind
+    if base is float and isinstance(value, str):
         try:
             return float(value)
         except ValueError:
-            raise UserInputError(where, f"{value!r} is not a number", "give a number, e.g. 0.001") from None
-    if isinstance(value, int) and not isinstance(value, bool) and annotation in (float, float | None):
-        return float(value)
-    return value
+            raise UserInputError(where, f"{value!r} is not a number", f"write e.g. {where.rsplit('.', 1)[-1]}: 0.001") from None
+    checks = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
+              dict: lambda v: isinstance(v, dict), list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+    if not checks.get(base, lambda v: True)(value):
+        word, example = _TYPE_WORDS.get(base, ("another type", "..."))
+        if base is list and isinstance(value, str):
+            example = f"[{value}]"
+        elif spec.default not in (MISSING, None, "") and checks[base](spec.default):  # the field's own default
+            example = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
+        raise UserInputError(where, f"must be {word}, got {_shown(value)}", f"write e.g. {where.rsplit('.', 1)[-1]}: {example}")
+    return float(value) if base is float else value
 
 
 _NESTED = {
@@ -310,7 +363,19 @@ def set_dotted(data: dict, assignment: str) -> dict:
     """Apply one `key.sub=value` override (value parsed as YAML, as on a command line) to a nested dict."""
     _check("=" in assignment, f"--set {assignment}", "is not key=value", "write e.g. --set pruning.target_sparsity=0.5")
     key, raw = assignment.split("=", 1)
-    return set_value(data, key.strip(), yaml.safe_load(raw) if raw else None, where=f"--set {key}")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as e:
+        raise UserInputError(f"--set {key}", f"value {raw!r} is not valid YAML ({_yaml_problem(e)})",
+                             "quote the value or close its brackets, e.g. --set transfer.groups=[ffn,attention]") from None
+    return set_value(data, key.strip(), value, where=f"--set {key}")
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What is wrong and where (line and column), in one line."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def set_value(data: dict, key: str, value, where: str | None = None) -> dict:
@@ -325,6 +390,8 @@ def set_value(data: dict, key: str, value, where: str | None = None) -> dict:
 
 
 def config_from_dict(data: dict, overrides: list[str] = ()) -> TrainConfig:
+    _check(isinstance(data, dict), "config", f"must be a mapping of sections (model, target, transfer, pruning, ...), got {_shown(data)}",
+           "write the config as `key: value` lines (see README.md, Train one configuration)")
     # a deep copy: overrides write into nested sections, and the caller's dict (a search space's shared
     # base) must not carry one trial's values into the next
     data = copy.deepcopy(data)
@@ -337,10 +404,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     path = Path(path)
     _check(path.is_file(), str(path), "config file not found", "give the path of a YAML config")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserInputError(str(path), f"is not UTF-8 text (byte {e.start})", "save the file as UTF-8") from None
     except yaml.YAMLError as e:
-        raise UserInputError(str(path), f"is not valid YAML ({str(e).splitlines()[0]})", "fix the YAML syntax") from None
-    return config_from_dict(data, overrides)
+        raise UserInputError(str(path), f"is not valid YAML ({_yaml_problem(e)})", "fix the YAML syntax there") from None
+    return config_from_dict(data if data is not None else {}, overrides)
 
 
 def as_plain_dict(config) -> dict:

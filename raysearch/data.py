@@ -44,12 +44,17 @@ def _local_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _read_local(path: Path, where: str) -> dict:
+def _read_local(path: Path, task: TaskConfig, where: str) -> tuple[dict, dict]:
+    """(split name -> dataset, split name -> its file)."""
     import datasets
 
     files = _local_files(path) if path.is_dir() else {"train": path}
     if not files:
         raise UserInputError(f"{where}.source", f"no data files in {path}", f"add train/dev files with one of {', '.join(_EXTENSIONS)}")
+    if task.kind == "classification" and any(f.suffix == ".txt" for f in files.values()):
+        text_file = next(f for f in files.values() if f.suffix == ".txt")
+        raise UserInputError(f"{where}.source", f"{text_file} is plain text, which has no labels",
+                             "give a .tsv/.csv/.jsonl/.parquet file with a label column, or use the text with kind: mlm")
     out = {}
     for split, file in files.items():
         builder = _EXTENSIONS[file.suffix]
@@ -61,9 +66,47 @@ def _read_local(path: Path, where: str) -> dict:
         except Exception as e:  # datasets refuses header-only files and reports parse errors in many types
             if sum(1 for line in file.open(errors="replace") if line.strip()) <= 1:
                 raise UserInputError(f"{where}.source", f"the {split!r} split ({file}) is empty", "point to a file with examples") from None
+            check_rows(file, where)  # names the file and line where it can
             raise UserInputError(f"{where}.source", f"cannot read {file} ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
                                  "check the file's format and header") from None
-    return out
+    return out, files
+
+
+def check_rows(file: Path, where: str, label_column: str | None = None):
+    """Find the row that breaks a text data file and say where: a row with more or fewer fields than the header,
+    a line that is not JSON, an empty label cell, bytes that are not UTF-8. Returns quietly when none is found."""
+    import csv
+
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{where}.source", f"{file} is not UTF-8 text (byte {e.start})", "save it as UTF-8") from None
+    if file.suffix in (".tsv", ".csv"):
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if file.suffix == ".tsv" else csv.reader(lines)
+        header = next(reader, [])
+        label = header.index(label_column) if label_column in header else None
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise UserInputError(f"{where}.source", f"{file}, line {line}: {len(row)} fields where the header has {len(header)}",
+                                     "fix that row (a stray tab or quote in its text?)")
+            if label is not None and not row[label].strip():
+                raise UserInputError(f"{where}.{'label_column'}", f"{file}, line {line}: the {label_column!r} cell is empty",
+                                     "give every example its label, or remove the row")
+    elif file.suffix == ".jsonl":
+        for line, text in enumerate(lines, 1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as e:
+                raise UserInputError(f"{where}.source", f"{file}, line {line}: not valid JSON ({e.msg}, column {e.colno})",
+                                     "fix that line (one JSON object per line)") from None
+            if label_column is not None and isinstance(record, dict) and record.get(label_column, "") in ("", None):
+                raise UserInputError(f"{where}.label_column", f"{file}, line {line}: no {label_column!r} value",
+                                     "give every example its label, or remove the line")
 
 
 def _read_hub(task: TaskConfig, where: str) -> dict:
@@ -100,9 +143,9 @@ def load_task(task: TaskConfig, where: str) -> TaskData:
     """Load and validate a task. `where` names its config section in error messages."""
     path = Path(task.source).expanduser()
     if synthetic.is_synthetic(task.source):
-        raw = synthetic.load_raw(task.source, where)
+        raw, files = synthetic.load_raw(task.source, where), {}
     else:
-        raw = _read_local(path, where) if path.exists() else _read_hub(task, where)
+        raw, files = _read_local(path, task, where) if path.exists() else (_read_hub(task, where), {})
     if task.train_split not in raw:
         raise UserInputError(f"{where}.source", f"no {task.train_split!r} split in {task.source} (have {', '.join(raw)})", "add a train file or set train_split")
     roles = {"train": task.train_split, "dev": _pick_split(raw, task.dev_split, "dev", where),
@@ -128,6 +171,8 @@ def load_task(task: TaskConfig, where: str) -> TaskData:
         labels = list(ds[task.label_column]) if task.kind == "classification" else None
         if role == "test" and labels is not None and all(label == -1 for label in labels):
             continue  # GLUE-style unlabelled test split
+        if labels is not None and split in files and any(not isinstance(x, int) or isinstance(x, bool) for x in labels):
+            check_rows(files[split], where, task.label_column)  # an empty cell reads as text: say where it is
         splits[role] = {"texts": texts, "labels": labels}
     if task.heldout_test_size is not None and "test" not in splits and task.kind == "classification":
         splits["train"], splits["test"] = _hold_out(splits["train"], task.heldout_test_size, f"{where}.heldout_test_size")
@@ -157,6 +202,12 @@ def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:
                                  "fix the labels or set num_labels")
     if num_labels < 2:
         raise UserInputError(f"{where}.label_column", "the training split has a single class", "use a task with at least two classes")
+    seen = set(splits["train"]["labels"])
+    for role, split in splits.items():
+        unseen = sorted(set(split["labels"]) - seen)
+        if unseen:
+            raise UserInputError(f"{where}.label_column", f"label {unseen[0]} of the {role} split never occurs in the training split",
+                                 "fix the labels (or the split files), so that every class has training examples")
     return num_labels
 
 

@@ -19,9 +19,10 @@ from . import metrics as metrics_lib
 from .config import TrainConfig
 from .distill.loss import HiddenProjection, distilled_target_loss
 from .distill.teacher import load_or_train_teacher
+from .errors import UserInputError
 from .exported import export_classifier, save_exported
 from .heads import ClassificationHead, MLMHead
-from .models import load_backbone, load_tokenizer
+from .models import check_model, load_backbone, load_tokenizer
 from .pruning import EncoderShape, SparsityController, exact_remaining
 from .pruning.controller import unique
 from .reporting import Reporter
@@ -37,14 +38,26 @@ CHECKPOINT_FORMAT = 1
 def _device(config: TrainConfig) -> torch.device:
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("device", "is cuda, but torch sees no CUDA device here", "use device: auto (CUDA where there is one) or cpu")
     return torch.device(config.device)
 
 
 def load_tasks(config: TrainConfig):
-    """Load and validate both tasks (raises UserInputError before any model is built)."""
+    """Load and validate both tasks (raises UserInputError before any model is built). A transfer task that is
+    given is checked even when the run does not use it, so that a typo surfaces before the preset changes."""
     target = data_lib.load_task(config.target, "target")
-    transfer = data_lib.load_task(config.transfer.task, "transfer.task") if config.transfer.active else None
-    return target, transfer
+    transfer = data_lib.load_task(config.transfer.task, "transfer.task") if config.transfer.task is not None else None
+    return target, transfer if config.transfer.active else None
+
+
+def preflight(config: TrainConfig):
+    """Everything that can be wrong with a run before it writes anything: both tasks, the model, the device.
+    Returns the loaded tasks."""
+    tasks = load_tasks(config)
+    check_model(config.model)
+    _device(config)
+    return tasks
 
 
 class JointTrainer:
@@ -237,8 +250,12 @@ class JointTrainer:
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
-    def load_state_dict(self, state: dict):
-        self.model.load_state_dict(state["model"])
+    def load_state_dict(self, state: dict, source: str = "the checkpoint"):
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:  # another model, other structures or another transfer setting
+            raise UserInputError("--resume", f"{source} holds another model's weights ({(str(e).splitlines()[1:] or [str(e)])[0].strip()[:120]})",
+                                 "resume with the config the run was started with (its config.yaml), or start a new --output-dir") from None
         for key, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][key])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -268,6 +285,21 @@ def train_dense(config: TrainConfig, target_task) -> tuple[dict, dict]:
 def read_checkpoint(directory: str | Path) -> dict:
     path = Path(directory) / CHECKPOINT_FILE
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def newest_intact_checkpoint(directories: list[Path], warn=print) -> Path | None:
+    """The newest of `directories` (oldest first) whose checkpoint reads back; a damaged newer one (a full disk,
+    a copy cut short) is skipped with a warning naming both."""
+    for index in range(len(directories) - 1, -1, -1):
+        try:
+            read_checkpoint(directories[index])
+        except Exception as e:  # torch raises several types for a truncated or corrupt file
+            following = directories[index - 1] if index else None
+            warn(f"raysearch: warning: checkpoint {directories[index]} cannot be read ({type(e).__name__}); "
+                 + (f"resuming from the one before it, {following}" if following else "no earlier checkpoint"))
+            continue
+        return directories[index]
+    return None
 
 
 def export_target(trainer: JointTrainer, out_dir: Path) -> dict:
@@ -302,7 +334,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
         set_threads(threads)
     trainer = JointTrainer(config, tasks=tasks, rank=rank, world_size=world_size)
     if resume_from is not None:
-        trainer.load_state_dict(read_checkpoint(resume_from))
+        trainer.load_state_dict(read_checkpoint(resume_from), source=str(resume_from))
     final = None
     while trainer.step < config.max_steps:
         started = time.perf_counter()

@@ -1,4 +1,5 @@
 """Bad configs and data fail before training with one line naming the field and the fix."""
+import json
 
 import pytest
 
@@ -81,10 +82,182 @@ def test_empty_dataset(tmp_path, capsys):
 
 def test_output_dir_that_holds_a_run_is_not_touched(tmp_path, capsys, pair_task):
     out = tmp_path / "out"
-    out.mkdir()
+    (out / "checkpoints" / "step_000002").mkdir(parents=True)
+    (out / "checkpoints" / "step_000002" / "checkpoint.pt").write_bytes(b"x")
     (out / "metrics.jsonl").write_text('{"step": 1}\n')
     config = _write_config(tmp_path, pair_task)
     _fails(capsys, ["train", str(config), "--output-dir", str(out)], "output_dir", "already holds a run", "--resume")
     assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.jsonl"]
     _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "fresh"), "--resume"], "--resume", "no checkpoint")
+
+
+def test_a_users_own_folder_or_a_file_is_refused(tmp_path, capsys, pair_task):
+    config = _write_config(tmp_path, pair_task)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own notes\n")
+    _fails(capsys, ["train", str(config), "--output-dir", str(mine)], "--output-dir", "not a raysearch run")
+    assert (mine / "config.yaml").read_text() == "my own notes\n" and len(list(mine.iterdir())) == 1
+    (tmp_path / "afile").write_text("x")
+    _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "afile")], "--output-dir", "is a file")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again(tmp_path, capsys, pair_task):
+    """A run that died before its first checkpoint leaves a folder that neither blocks a new run nor loses its metrics."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "raysearch_run.json").write_text("{}")
+    (out / "config.yaml").write_text("max_steps: 4\n")
+    (out / "metrics.jsonl").write_text('{"step": 2}\n')
+    config = _write_config(tmp_path, pair_task)
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    kept = list(out.glob("metrics.stopped-*.jsonl"))
+    assert len(kept) == 1 and kept[0].read_text() == '{"step": 2}\n'
+    assert json.loads((out / "final_metrics.json").read_text())["step"] == 4
+
+
+def test_resume_with_changed_settings_records_what_changed(tmp_path, capsys, pair_task):
+    out = tmp_path / "out"
+    config = _write_config(tmp_path, pair_task, checkpoint_every=2)
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(config), "--output-dir", str(out), "--resume", "--quiet", "--set", "max_steps=6"]) == 0
+    assert "changed settings: max_steps 4 -> 6" in capsys.readouterr().err
+    record = json.loads((out / "config_changes.jsonl").read_text())
+    assert record == {"step": 4, "changes": {"max_steps": [4, 6]}}
+    assert yaml.safe_load((out / "config.yaml").read_text())["max_steps"] == 6
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, pair_task):
+    out = tmp_path / "out"
+    config = _write_config(tmp_path, pair_task, checkpoint_every=2)
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    newest = out / "checkpoints" / "step_000004" / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short, as by a full disk
+    capsys.readouterr()
+    assert main(["train", str(config), "--output-dir", str(out), "--resume", "--quiet", "--set", "max_steps=6"]) == 0
+    err = capsys.readouterr().err
+    assert "step_000004" in err and "step_000002" in err and "cannot be read" in err
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys, pair_task):
+    out = tmp_path / "out"
+    config = _write_config(tmp_path, pair_task, checkpoint_every=2)
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    before = (out / "config.yaml").read_text()
+    _fails(capsys, ["train", str(config), "--output-dir", str(out), "--resume", "--set", "model.tiny.hidden_size=64"],
+           "--resume", "model.tiny.hidden_size 32, this config 64", "config.yaml")
+    assert (out / "config.yaml").read_text() == before and not (out / "config_changes.jsonl").exists()
+
+
+def test_the_loop_names_a_checkpoint_that_does_not_fit_its_model(tmp_path, pair_task):
+    """Whoever resumes (the CLI, a Ray worker), a checkpoint of another shape is one UserInputError."""
+    from raysearch.errors import UserInputError
+    from raysearch.loop import JointTrainer
+
+    from .conftest import tiny_model_config, tiny_train_config
+
+    small = JointTrainer(tiny_train_config(pair_task))
+    wide = JointTrainer(tiny_train_config(pair_task, model=tiny_model_config(hidden_size=64)))
+    with pytest.raises(UserInputError, match="holds another model's weights"):
+        wide.load_state_dict(small.state_dict(), source="step_000002")
+
+
+# ------------------------------------------------------------------ every field's type, the file itself
+
+
+@pytest.mark.parametrize("change,fragments", [
+    ({"max_steps": "ten"}, ["max_steps", "whole number", "'ten'"]),
+    ({"batch_size": 2.5}, ["batch_size", "whole number", "2.5"]),
+    ({"seed": "abc"}, ["seed", "whole number"]),
+    ({"target": None}, ["target", "is empty"]),
+    ({"transfer": {"coupling": "tied", "groups": "ffn"}}, ["transfer.groups", "list of names", "[ffn]"]),
+    ({"pruning": {"structures": "head"}}, ["pruning.structures", "[head]"]),
+    ({"distill": {"enabled": "yes"}}, ["distill.enabled", "true or false"]),
+    ({"model": {"tiny": {"architecture": "bert", "hidden_size": 30, "num_attention_heads": 4}}}, ["model.tiny.hidden_size", "multiple of num_attention_heads"]),
+    ({"model": {"tiny": {"architecture": "bert", "hiden_size": 32}}}, ["model.tiny.hiden_size", "unknown key", "hidden_size"]),
+    ({"model": {"name_or_path": "/nonexistent/model", "tiny": None}}, ["model.name_or_path", "/nonexistent/model"]),
+])
+def test_every_field_is_type_checked_and_named(tmp_path, capsys, pair_task, change, fragments):
+    config = _write_config(tmp_path, pair_task)
+    data = yaml.safe_load(config.read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    config.write_text(yaml.safe_dump(data))
+    _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "out")], *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_optional_section_means_its_defaults(tmp_path, pair_task):
+    from raysearch.config import config_from_dict
+
+    config = config_from_dict({"target": {"source": str(pair_task)}, "pruning": None, "distill": None})
+    assert config.pruning.target_sparsity == 0.6 and not config.distill.enabled
+
+
+@pytest.mark.parametrize("text,fragments", [
+    ("- just\n- a list\n", ["config", "must be a mapping", "a list"]),
+    ("target: {source: x\nmax_steps: 3\n", ["config.yaml", "not valid YAML", "line", "column"]),
+])
+def test_a_config_file_that_is_not_a_config(tmp_path, capsys, text, fragments):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "out")], *fragments)
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_bytes("target: {source: caf\u00e9}\n".encode("latin-1"))
+    _fails(capsys, ["train", str(config)], "config.yaml", "not UTF-8", "byte")
+
+
+def test_an_override_that_is_not_yaml(tmp_path, capsys, pair_task):
+    config = _write_config(tmp_path, pair_task)
+    _fails(capsys, ["train", str(config), "--set", "transfer.groups=[ffn,"], "--set transfer.groups", "not valid YAML", "quote")
+
+
+def test_cuda_asked_for_without_cuda(tmp_path, capsys, pair_task):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = _write_config(tmp_path, pair_task, device="cuda")
+    _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "out")], "device", "no CUDA", "auto")
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ data files
+
+
+def _data(tmp_path, train: str, dev: str, suffix: str = ".tsv"):
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    (folder / f"train{suffix}").write_text(train)
+    (folder / f"dev{suffix}").write_text(dev)
+    return folder
+
+
+GOOD_DEV = "sentence\tlabel\nfine\t1\nawful\t0\n"
+
+
+@pytest.mark.parametrize("files,fragments", [
+    (("sentence\tlabel\ngood\t1\nbad\t0\textra\nok\t1\n", GOOD_DEV, ".tsv"), ["train.tsv, line 3", "3 fields", "header has 2"]),
+    (('{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 0\n', '{"sentence": "fine", "label": 1}\n', ".jsonl"),
+     ["train.jsonl, line 2", "not valid JSON"]),
+    (("sentence\tlabel\ngood\t1\nbad\t\nok\t0\n", GOOD_DEV, ".tsv"), ["target.label_column", "train.tsv, line 3", "'label' cell is empty"]),
+    (("sentence\tlabel\ngood\t1\nbad\t0\n", "sentence\tlabel\nfine\t1\nodd\t5\n", ".tsv"), ["target.label_column", "label 5", "never occurs in the training split"]),
+    (("good words\nbad words\n", "fine\n", ".txt"), ["target.source", "plain text", "kind: mlm"]),
+])
+def test_broken_data_files_are_named_with_their_line(tmp_path, capsys, files, fragments):
+    data = _data(tmp_path, *files)
+    config = _write_config(tmp_path, data)
+    _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "out")], *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_given_transfer_task_is_checked_even_without_transfer(tmp_path, capsys, pair_task):
+    config = _write_config(tmp_path, pair_task, transfer={"preset": "no_transfer", "task": {"source": str(tmp_path / "typo")}})
+    _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "out")], "transfer.task")
+    assert not (tmp_path / "out").exists()
