@@ -33,6 +33,7 @@ class Analysis:
     objectives: Objectives
     reference: list
     sets: str  # what the aggregation runs over: seed or experiment
+    width: float = 0.1  # of the sparsity bins inside which trials are compared
     ranks: pd.Series = None
     front: pd.DataFrame = None
     hypervolumes: dict = field(default_factory=dict)
@@ -50,6 +51,8 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
             reference=None, sets: str | None = None, width: float = 0.1, n_boot: int = 1000) -> Analysis:
     """Everything the report shows, computed from a trial frame (and a history frame)."""
     check_objectives(trials, objectives)
+    if not 0 < width <= 1:
+        raise UserInputError("--bin-width", f"must be in (0, 1], got {width}", "give a sparsity bin width such as 0.1")
     # a frame from elsewhere may carry only some columns: absent config columns are unknown (NaN), absent
     # presets mean "not a named baseline"
     defaults = {"experiment": "unnamed", "preset": "searched", "trial_id": [f"row{i}" for i in range(len(trials))],
@@ -63,7 +66,7 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
         sets = "experiment" if trials["experiment"].nunique() > 1 else "seed"
     reference = list(reference) if reference is not None else default_reference(trials, objectives)
     result = Analysis(trials=trials, history=history if history is not None else pd.DataFrame(), objectives=objectives,
-                      reference=reference, sets=sets)
+                      reference=reference, sets=sets, width=width)
     result.ranks = pareto_rank(trials, objectives)
     result.front = pareto_front(trials, objectives)
     result.hypervolumes = {name: hypervolume(group, objectives, reference) for name, group in trials.groupby("experiment")}

@@ -70,7 +70,7 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     if result.attainment is not None and len(result.attainment) and t[result.sets].nunique() > 1:
         out += [f"Median (50%) attainment front over {t[result.sets].nunique()} {result.sets}s:", "", _table(result.attainment, {"remaining_params": ",.0f"}), ""]
 
-    out += ["## How / what / when", "", f"Effects on {quality} at matched sparsity (bins of width 0.1), 95% bootstrap intervals. "
+    out += ["## How / what / when", "", f"Effects on {quality} at matched sparsity (bins of width {result.width:g}), 95% bootstrap intervals. "
             f"![effects]({plot_files['effects']})", ""]
     for question, title in (("how", "How to couple"), ("what", "What to transfer"), ("when", "When to start")):
         out += [f"### {title}", "", *answer_lines(result.effects, question, quality), ""]

@@ -138,7 +138,7 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     """Launch one experiment, or resume it where an earlier sitting left it; then save its compact results."""
     from analysis import trial_frame
     from raysearch.distributed.search import SearchSettings, launch, resume
-    from raysearch.experiment import experiment_path, holds_experiment
+    from raysearch.experiment import experiment_path, holds_experiment, tune_has_saved
 
     space, sampler, trials = space_of(pair, sparsity, part, profile, RESULTS / args.profile, args.distill)
     name = space.name
@@ -147,7 +147,7 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     complete = int(trial_frame([path])["complete"].sum()) if holds_experiment(path) else 0
     if complete >= trials:
         print(f"[study] {name}: done ({complete}/{trials} trials)", flush=True)
-    elif holds_experiment(path):
+    elif holds_experiment(path) and tune_has_saved(path):
         print(f"[study] {name}: {complete}/{trials} trials finished; resuming", flush=True)
         resume(path)
     else:

@@ -1,6 +1,7 @@
 """Command line: raysearch train | spaces | launch | resume | status | analyze."""
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,11 @@ def _finished_or_checkpointed(path: Path) -> bool:
     from .reporting import checkpoints_in
 
     return bool(checkpoints_in(path)) or (path / "model").exists() or (path / "final_metrics.json").exists()
+
+
+def _check_experiment_name(name: str):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name) or ".." in name:
+        raise UserInputError("--name", f"{name!r} is not a plain folder name", "use letters, digits, '.', '_' and '-' (no '/' or '..')")
 
 
 def _check_output_dir(out: Path, resume: bool):
@@ -163,9 +169,13 @@ def cmd_launch(args) -> int:
         space.tune_param_space(grid=True)  # a space the grid cannot cover fails here, before Ray starts
     storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).expanduser().resolve())
     name = args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from .experiment import experiment_path
+    _check_experiment_name(name)
+    from .experiment import experiment_path, holds_experiment, tune_has_saved
 
     path = experiment_path(storage, name)
+    if holds_experiment(path) and tune_has_saved(path):  # before Ray starts (a launch that died before Tune's
+        # first save has nothing to resume: it is launched again in the same folder)
+        raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume PATH`, or choose another --name")
     if args.submit:
         from .distributed import jobs
 

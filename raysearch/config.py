@@ -346,6 +346,23 @@ _NESTED = {
 }
 
 
+def field_path_problem(path: str) -> str | None:
+    """None when the dotted `path` (e.g. pruning.target_sparsity) names a field of a trial config, else what is
+    wrong with it, in words (search spaces check their parameters with it before any trial runs)."""
+    cls, parts = TrainConfig, path.split(".")
+    for depth, part in enumerate(parts):
+        known = {f.name: f for f in fields(cls)}
+        section = ".".join(parts[:depth]) or "the config"
+        if part not in known:
+            return f"{section} has no field {part!r} (its fields: {', '.join(known)})"
+        sub = _NESTED.get((cls, part))
+        if sub is None:
+            last = depth == len(parts) - 1
+            return None if last or known[part].type in (dict, dict | None) else f"{'.'.join(parts[:depth + 1])} is a value, not a section"
+        cls = sub
+    return f"{path} is a section; name one of its fields"
+
+
 def _apply_preset(data: dict) -> dict:
     transfer = dict(data.get("transfer") or {})
     preset = transfer.get("preset")

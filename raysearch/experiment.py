@@ -10,6 +10,7 @@ systems, so the search glue, `raysearch status` and the analysis read local and 
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import UserInputError
@@ -37,7 +38,11 @@ class Folder:
 
     def __init__(self, path: str):
         self.path = absolute(path)
-        self.fs, self.root = pafs.FileSystem.from_uri(self.path)
+        try:
+            self.fs, self.root = pafs.FileSystem.from_uri(self.path)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            raise UserInputError(str(path), f"is not a folder or storage URI that can be read ({str(e).splitlines()[0][:100]})",
+                                 "give a local folder, or a URI such as s3://bucket/path or gs://bucket/path") from None
 
     def exists(self, name: str = "") -> bool:
         return self.fs.get_file_info(self._full(name)).type != pafs.FileType.NotFound
@@ -79,7 +84,20 @@ def read_meta(path: str) -> dict:
         raise UserInputError(str(path), "no such experiment folder", "give the folder that `raysearch launch` printed")
     if not folder.exists(EXPERIMENT_FILE):
         raise UserInputError(str(path), f"is not a raysearch experiment (no {EXPERIMENT_FILE})", "give the folder that `raysearch launch` printed")
-    return json.loads(folder.read_text(EXPERIMENT_FILE))
+    try:
+        meta = json.loads(folder.read_text(EXPERIMENT_FILE))
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("space"), dict):
+        raise UserInputError(f"{path}/{EXPERIMENT_FILE}", "is damaged or incomplete (not the JSON `raysearch launch` writes)",
+                             "restore it from a copy; the trials' results beside it are untouched")
+    return meta
+
+
+def tune_has_saved(path: str) -> bool:
+    """Whether Tune saved the experiment's state at least once (what `resume` needs)."""
+    folder = Folder(path)
+    return folder.is_dir() and any(n.startswith("experiment_state-") for n in folder.list())
 
 
 def holds_experiment(path: str) -> bool:

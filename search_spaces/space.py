@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from raysearch.config import COUPLING_MODES, GROUPS, PRESETS, config_from_dict, set_dotted, set_value
+from raysearch.config import COUPLING_MODES, GROUPS, PRESETS, config_from_dict, field_path_problem, set_dotted, set_value
 from raysearch.errors import UserInputError
 
 SPACES_DIR = Path(__file__).resolve().parent
@@ -184,6 +184,10 @@ def _spec_of(p: Param) -> dict:
 
 def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: list) -> Param | None:
     where = f"parameters.{path}"
+    wrong_path = field_path_problem(path)
+    if wrong_path:
+        problems.append(f"{where}: not a config field ({wrong_path})")
+        return None
     if not isinstance(spec, dict):
         problems.append(f"{where}: must be a mapping (choices / low+high / subset_of / fraction)")
         return None

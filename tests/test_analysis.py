@@ -10,6 +10,7 @@ from analysis import (analyze, attainment_front, baseline_comparison, best_per_s
                       hypervolume, hypervolume_history, load_frame, param_importances, pareto_front, pareto_rank, save_frames,
                       trial_frame, write_outputs)
 from analysis.frames import history_frame
+from analysis.report import render_markdown
 from raysearch.cli import main
 from raysearch.errors import UserInputError
 from raysearch.config import GROUPS
@@ -240,6 +241,10 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["{missing}"], "no such experiment folder"),
     (["{plain}"], "is not a raysearch experiment"),
+    (["{damaged}"], "raysearch_experiment.json: is damaged or incomplete"),
+    (["ftp2://host/exp"], "Unrecognized filesystem type"),
+    (["{exp}", "--bin-width", "0"], "--bin-width: must be in (0, 1], got 0.0"),
+    (["{exp}", "--bin-width", "-0.1"], "--bin-width: must be in (0, 1]"),
     (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no such column"),
     (["{exp}", "--objective", "target_dev"], "--objective: 'target_dev' has no direction"),
 ])
@@ -247,10 +252,23 @@ def test_bad_analyze_input_is_one_line(tmp_path, capsys, args, message):
     _write_experiment(tmp_path / "exp", [("aaaa0001", {"transfer.coupling": "none", "pruning.target_sparsity": 0.5},
                                           [_result(300, 0.7, 400)], "TERMINATED")])
     (tmp_path / "plain").mkdir()
-    args = [a.format(missing=tmp_path / "missing", plain=tmp_path / "plain", exp=tmp_path / "exp") for a in args]
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "raysearch_experiment.json").write_text('{"name": "cut sho')
+    args = [a.format(missing=tmp_path / "missing", plain=tmp_path / "plain", exp=tmp_path / "exp", damaged=tmp_path / "damaged")
+            for a in args]
     assert main(["analyze", *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    if args[0] != str(tmp_path / "exp"):  # status reads the same folders
+        assert main(["status", args[0]]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_report_states_the_bin_width_it_used():
+    result = analyze(_factorial(n=8), objectives=[("target_dev", "max"), ("remaining_params", "min")], width=0.25, n_boot=10)
+    assert result.width == 0.25
+    assert "bins of width 0.25" in render_markdown(result, {"front": "f.png", "effects": "e.png", "hypervolume": "h.png"})
 
 
 def test_analysis_of_a_bare_frame_with_a_single_trial(tmp_path):

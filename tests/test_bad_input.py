@@ -261,3 +261,45 @@ def test_a_given_transfer_task_is_checked_even_without_transfer(tmp_path, capsys
     config = _write_config(tmp_path, pair_task, transfer={"preset": "no_transfer", "task": {"source": str(tmp_path / "typo")}})
     _fails(capsys, ["train", str(config), "--output-dir", str(tmp_path / "out")], "transfer.task")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ searches
+
+
+def test_user_input_errors_survive_copy_and_pickle():
+    import copy
+    import pickle
+
+    from raysearch.errors import UserInputError
+
+    error = UserInputError("pruning.target_sparsity", "must be in [0, 1)", "e.g. 0.6")
+    for clone in (copy.copy(error), copy.deepcopy(error), pickle.loads(pickle.dumps(error))):
+        assert (clone.where, clone.problem, clone.fix, str(clone)) == (error.where, error.problem, error.fix, str(error))
+
+
+def test_a_misspelled_parameter_path_fails_before_ray_starts(tmp_path, capsys):
+    import sys
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"description": "typo", "base_file": "base.yaml",
+                                     "parameters": {"pruning.target_sparsityy": {"choices": [0.5, 0.6]}}}))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"target": {"source": "x"}}))
+    _fails(capsys, ["launch", str(space), "--storage-path", str(tmp_path / "exp")],
+           "parameters.pruning.target_sparsityy", "not a config field", "target_sparsity")
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", "..", "x..y"])
+def test_an_experiment_name_is_one_plain_folder_name(tmp_path, capsys, name):
+    _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--name", name], "--name", "plain folder name")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_launch_of_an_existing_experiment_fails_before_ray_starts(tmp_path, capsys):
+    existing = tmp_path / "exp" / "mine"
+    existing.mkdir(parents=True)
+    (existing / "raysearch_experiment.json").write_text("{}")
+    (existing / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--name", "mine"], "--name", "already holds an experiment", "resume")
+    assert sorted(p.name for p in existing.iterdir()) == ["experiment_state-2026-01-01_00-00-00.json", "raysearch_experiment.json"]

@@ -22,7 +22,7 @@ from analysis.pareto import pareto_front  # progress lines use the analysis's ow
 from search_spaces import SearchSpace, space_from_dict
 
 from ..errors import UserInputError
-from ..experiment import Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file, write_meta
+from ..experiment import Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file, tune_has_saved, write_meta
 from .worker import train_loop_per_worker
 
 # Optuna's TPE and NSGA-II; Ray Tune's BasicVariantGenerator for random search and for the full grid of
@@ -168,7 +168,7 @@ class FrontProgress(tune.Callback):
 def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name: str, quiet: bool = False):
     """Run a new search to completion; returns the Tune ResultGrid."""
     path = experiment_path(storage_path, name)
-    if holds_experiment(path):
+    if holds_experiment(path) and tune_has_saved(path):
         raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume`, or choose another --name")
     meta = {"name": name, "storage_path": storage_path, "space": space.to_dict(), "settings": asdict(settings),
             "train_storage": f"{path}/train_runs", "created": time.time()}
