@@ -349,8 +349,9 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
         last = trainer.step == config.max_steps
         if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
             final = _evaluate_and_report(trainer, reporter, rank)
-    if final is None:  # resumed from the final checkpoint: nothing left to train
-        final = trainer.evaluate(final=True)
+    if final is None:  # resumed from the last step's checkpoint: only its final evaluation is left
+        final = trainer.evaluate(final=True) if rank == 0 else None
+        reporter.report(final, None)
     if export_dir is not None and rank == 0:
         final.update(export_target(trainer, Path(export_dir)))
     return final
@@ -381,11 +382,18 @@ def _die_for_testing():
 
 
 def _evaluate_and_report(trainer: JointTrainer, reporter: Reporter, rank: int) -> dict | None:
-    """Rank 0 evaluates and checkpoints; every rank reports (Ray Train's report is collective)."""
+    """Rank 0 checkpoints and evaluates; every rank reports (Ray Train's report is collective). Where the reporter
+    keeps a checkpoint without metrics, the last step's is written before the final evaluation (the longest), so
+    that a run stopped during that evaluation resumes with no step left to train; a Tune result must carry the
+    objectives, so under Ray the last checkpoint goes with the final metrics."""
     config, step = trainer.config, trainer.step
-    metrics = trainer.evaluate(final=step == config.max_steps) if rank == 0 else None
+    last = step == config.max_steps
+    early = last and getattr(reporter, "keeps_checkpoints_alone", False)
+    if early:
+        reporter.report(None, trainer.save_checkpoint(reporter.checkpoint_dir(step)) if rank == 0 else None)
+    metrics = trainer.evaluate(final=last) if rank == 0 else None
     checkpoint = None
-    if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps):
+    if rank == 0 and (step % config.checkpoint_every == 0 or last) and not early:
         checkpoint = trainer.save_checkpoint(reporter.checkpoint_dir(step))
     reporter.report(metrics, checkpoint)
     return metrics

@@ -10,11 +10,13 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
+    keeps_checkpoints_alone: bool  # a checkpoint may be reported with metrics None (Ray Tune's results may not)
+
     def checkpoint_dir(self, step: int) -> Path:
         """An empty directory for the checkpoint of `step`."""
 
-    def report(self, metrics: dict, checkpoint: Path | None) -> None:
-        """Record one evaluation (and the checkpoint written for it, if any)."""
+    def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
+        """Record one evaluation (and the checkpoint written for it, if any); metrics None: a checkpoint alone."""
 
 
 class LocalReporter:
@@ -23,6 +25,8 @@ class LocalReporter:
     Keeps the newest `keep_checkpoints` checkpoints of this run (older ones of the same
     run are removed as new ones land; nothing outside OUT/checkpoints is touched).
     """
+
+    keeps_checkpoints_alone = True
 
     def __init__(self, output_dir: str | Path, keep_checkpoints: int = 2):
         self.output_dir = Path(output_dir)
@@ -35,9 +39,10 @@ class LocalReporter:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def report(self, metrics: dict, checkpoint: Path | None) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(metrics) + "\n")
+    def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
+        if metrics is not None:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
         if checkpoint is not None:
             existing = checkpoints_in(self.output_dir)
             for old in existing[: max(0, len(existing) - self.keep)]:

@@ -78,6 +78,8 @@ def tiny_train_config(target: Path, architecture="bert", **overrides) -> "TrainC
 class MemoryReporter:
     """Collects metrics in memory; checkpoints in a temporary folder."""
 
+    keeps_checkpoints_alone = True
+
     def __init__(self, root: Path):
         self.root, self.metrics, self.checkpoints = Path(root), [], []
 
@@ -87,6 +89,7 @@ class MemoryReporter:
         return path
 
     def report(self, metrics, checkpoint):
-        self.metrics.append(metrics)
+        if metrics is not None:  # None: a checkpoint alone (the last step's, before its final evaluation)
+            self.metrics.append(metrics)
         if checkpoint is not None:
             self.checkpoints.append(checkpoint)

@@ -53,3 +53,33 @@ def test_checkpoint_loads_with_weights_only(pair_task, tmp_path):
     state = torch.load(reporter.checkpoints[-1] / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizers", "scheduler", "rng", "step", "frozen_z", "config"} <= set(state)
     assert state["step"] == 2
+
+
+def test_a_run_stopped_during_its_final_evaluation_resumes_with_no_step_to_train(pair_task, tmp_path, monkeypatch):
+    """The last step's checkpoint is written before the final evaluation: a run killed there loses no training."""
+    from raysearch.loop import JointTrainer
+
+    config = tiny_train_config(pair_task, max_steps=8, eval_every=4, pruning={"target_sparsity": 0.3, "warmup_steps": 4})
+    uninterrupted = run(config, MemoryReporter(tmp_path / "a"))
+
+    evaluate = JointTrainer.evaluate
+
+    def dies_in_final_evaluation(self, final=False):
+        if final:
+            raise Interrupt()
+        return evaluate(self, final)
+
+    reporter = MemoryReporter(tmp_path / "b")
+    monkeypatch.setattr(JointTrainer, "evaluate", dies_in_final_evaluation)
+    with pytest.raises(Interrupt):
+        run(config, reporter)
+    monkeypatch.setattr(JointTrainer, "evaluate", evaluate)
+    assert read_checkpoint(reporter.checkpoints[-1])["step"] == 8
+
+    steps_trained = []
+    resumed_reporter = MemoryReporter(tmp_path / "c")
+    final = run(config, resumed_reporter, resume_from=reporter.checkpoints[-1], progress=lambda step, m: steps_trained.append(step))
+    assert steps_trained == []  # nothing left to train
+    assert [m["step"] for m in resumed_reporter.metrics] == [8]  # the final evaluation is reported
+    for key in ("target_dev", "exact_sparsity", "train_loss", "best_target_dev"):
+        assert final[key] == pytest.approx(uninterrupted[key], abs=1e-6), key

@@ -12,6 +12,8 @@ from ..loop import run
 class RayTrainReporter:
     """Hands the loop's metrics and checkpoints to ray.train.report (every worker must call it)."""
 
+    keeps_checkpoints_alone = False  # every Tune result must carry the search's objectives
+
     def checkpoint_dir(self, step: int) -> Path:
         return Path(tempfile.mkdtemp(prefix=f"raysearch_ckpt_{step}_"))
 
