@@ -249,9 +249,13 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .distributed.status import format_table, trial_table
+    from .distributed.status import activity_line, format_table, trial_table
 
-    print(format_table(trial_table(args.path)))
+    frame = trial_table(args.path)
+    print(format_table(frame))
+    line = activity_line(frame, args.path)
+    if line:
+        print(line)
     return 0
 
 

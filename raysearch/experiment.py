@@ -55,6 +55,11 @@ class Folder:
         infos = self.fs.get_file_info(pafs.FileSelector(self._full(name), allow_not_found=True))
         return sorted(info.base_name for info in infos)
 
+    def modified(self, name: str) -> float | None:
+        """When a file was last written (seconds since the epoch), None when it is not there."""
+        info = self.fs.get_file_info(self._full(name))
+        return info.mtime.timestamp() if info.type != pafs.FileType.NotFound and info.mtime is not None else None
+
     def read_text(self, name: str) -> str:
         with self.fs.open_input_stream(self._full(name)) as f:
             return f.read().decode()

@@ -238,6 +238,20 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
     assert set(pd.read_csv(tmp_path / "out" / "front.csv")["trial_id"]) == {"aaaa0001"}
 
 
+def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tmp_path, capsys):
+    """Tune's state of a search whose driver died still says RUNNING; status says how long ago anything happened."""
+    import os
+    import time
+
+    _write_experiment(tmp_path / "exp", [("aaaa0002", {"transfer.coupling": "none"}, [_result(150, 0.5, 600)], "RUNNING")])
+    an_hour_ago = time.time() - 3600
+    for path in (tmp_path / "exp").rglob("*.json"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert main(["status", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out
+    assert "RUNNING" in out and "last activity 60 min ago" in out and f"raysearch resume {tmp_path / 'exp'}" in out
+
+
 @pytest.mark.parametrize("args, message", [
     (["{missing}"], "no such experiment folder"),
     (["{plain}"], "is not a raysearch experiment"),

@@ -1,4 +1,6 @@
 """`raysearch status`: the trial table of an experiment, read from its folder (no Ray needed)."""
+import time
+
 import pandas as pd
 
 COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remaining_params")
@@ -17,3 +19,26 @@ def format_table(frame: pd.DataFrame) -> str:
     for column, fmt in (("target_dev", "{:.4f}"), ("exact_sparsity", "{:.3f}"), ("remaining_params", "{:,.0f}"), ("step", "{:.0f}")):
         shown[column] = shown[column].map(lambda v, f=fmt: "-" if v is None or pd.isna(v) else f.format(v))
     return shown.to_string(index=False)
+
+
+def last_activity(path: str) -> float | None:
+    """Seconds since the experiment last wrote a trial result or Tune state (None: nothing written yet)."""
+    from ..experiment import Folder
+
+    folder = Folder(path)
+    names = [n for n in folder.list() if n.startswith("experiment_state-")]
+    names += [f"{n}/result.json" for n in folder.list() if n.startswith("run_trial_")]
+    times = [t for t in (folder.modified(n) for n in names) if t is not None]
+    return time.time() - max(times) if times else None
+
+
+def activity_line(frame: pd.DataFrame, path: str) -> str | None:
+    """For trials shown as RUNNING: when the experiment last wrote anything, since Tune's status of a search
+    whose driver died stays RUNNING until it is resumed."""
+    if frame.empty or not (frame["status"] == "RUNNING").any():
+        return None
+    age = last_activity(path)
+    if age is None:
+        return None
+    return (f"last activity {age / 60:.0f} min ago (newest result or Tune state); if that is longer than a trial takes "
+            f"between evaluations, the search is not running: `raysearch resume {path}` continues it")
