@@ -87,6 +87,7 @@ class JointTrainer:
         self.elapsed = 0.0
         self.best = {}
         self._loss_sum, self._loss_count = 0.0, 0
+        self.resumed_from = None  # the checkpoint's step, reported once with the next evaluation
 
     def _build_model(self, target_task, transfer_task):
         config = self.config
@@ -221,6 +222,8 @@ class JointTrainer:
         )
         if self.teacher_info:
             metrics["teacher_dev"] = self.teacher_info.get("target_dev")
+        if self.resumed_from is not None:  # so that a search can say that a trial's worker restarted
+            metrics["resumed_from_step"], self.resumed_from = self.resumed_from, None
         self._loss_sum, self._loss_count = 0.0, 0
         if new_best:
             self.best = {"best_target_dev": metrics["target_dev"], "best_step": self.step}
@@ -335,6 +338,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     trainer = JointTrainer(config, tasks=tasks, rank=rank, world_size=world_size)
     if resume_from is not None:
         trainer.load_state_dict(read_checkpoint(resume_from), source=str(resume_from))
+        trainer.resumed_from = trainer.step
     final = None
     while trainer.step < config.max_steps:
         started = time.perf_counter()

@@ -175,10 +175,11 @@ def test_tune_random_search_baseline(cluster, tmp_path):
     assert (frame["coupling_strength"].notna() == (frame["coupling"] == "soft")).all()
 
 
-def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path):
+def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path, capsys):
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
                  "--name", "fault", *FAST, "--set", "fault_inject_step=13"])
     assert code == 0
+    assert "restarted: it continues from its step-10 checkpoint" in capsys.readouterr().out  # one line, not Ray's trace
     frame = trial_table(str(_experiment(tmp_path, "fault")))
     assert list(frame["status"]) == ["TERMINATED"] and frame["step"].iloc[0] == 20
     results = list((_experiment(tmp_path, "fault")).glob("*/result.json"))

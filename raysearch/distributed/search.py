@@ -141,9 +141,11 @@ class FrontProgress(tune.Callback):
             print(line, flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        """A line per evaluation, so that a long trial shows it is alive."""
+        """A line per evaluation, so that a long trial shows it is alive; one when a trial's worker restarted."""
         if "step" not in result:
             return
+        if result.get("resumed_from_step") is not None:
+            self.print(f"[raysearch] trial {trial.trial_id} restarted: it continues from its step-{result['resumed_from_step']} checkpoint")
         shown = ", ".join(f"{m} {result[m]:.4g}" for m in self.space.metrics if isinstance(result.get(m), (int, float)))
         running = sum(t.status == "RUNNING" for t in trials)
         self.print(f"[raysearch] trial {trial.trial_id} step {result['step']} ({result.get('phase', '')}): {shown}; "
