@@ -10,12 +10,12 @@ import yaml
 from .errors import UserInputError
 
 RUN_MARKER = "raysearch_run.json"  # written first into a run folder: the folder is raysearch's from then on
-RUN_FILES = ("metrics.jsonl", "checkpoints", "model", "final_metrics.json", "config.yaml", RUN_MARKER)
+RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "model", "final_metrics.json")  # what runs from before the marker hold
 
 
 def _is_run_folder(path: Path) -> bool:
-    """A folder raysearch made for a run (the marker; runs from before it have their files)."""
-    return (path / RUN_MARKER).is_file() or any((path / name).exists() for name in RUN_FILES[:4])
+    """A folder raysearch made for a run (the marker; runs from before it have their outputs)."""
+    return (path / RUN_MARKER).is_file() or any((path / name).exists() for name in RUN_OUTPUTS)
 
 
 def _finished_or_checkpointed(path: Path) -> bool:
@@ -66,7 +66,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from .config import load_config
-    from .loop import available_cpus, newest_intact_checkpoint, preflight, read_checkpoint, run
+    from .loop import available_cpus, newest_intact_checkpoint, preflight, run
     from .reporting import LocalReporter, checkpoints_in
 
     if args.threads is not None and args.threads < 1:
@@ -76,9 +76,9 @@ def cmd_train(args) -> int:
         config.output_dir = args.output_dir
     out = Path(config.output_dir)
     _check_output_dir(out, args.resume)
-    resume_from = None
+    resume_from, resume_state = None, None
     if args.resume:
-        resume_from = newest_intact_checkpoint(checkpoints_in(out), warn=lambda line: print(line, file=sys.stderr))
+        resume_from, resume_state = newest_intact_checkpoint(checkpoints_in(out), warn=lambda line: print(line, file=sys.stderr))
         if resume_from is None:
             raise UserInputError("--resume", f"no checkpoint in {out}/checkpoints", "run without --resume, or give the run's --output-dir")
     tasks = preflight(config)  # data, model and device errors surface here, before anything is written
@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
         (out / RUN_MARKER).write_text(json.dumps({"started": True}))
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     else:
-        _record_changes(out, read_checkpoint(resume_from), config)  # refuses a change of the model's shape
+        _record_changes(out, resume_state, config)  # refuses a change of the model's shape
     reporter = LocalReporter(out)
 
     start = int(resume_from.name.split("_")[-1]) if resume_from else 0

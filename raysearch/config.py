@@ -300,6 +300,11 @@ _TYPE_WORDS = {bool: ("true or false", "true"), int: ("a whole number", "100"), 
                str: ("text", "NAME"), dict: ("a mapping", "{key: value}"), list: ("a list of names", "[a, b]")}
 
 
+_TYPE_CHECKS = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+                float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
+                dict: lambda v: isinstance(v, dict), list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+
+
 def _allows_none(annotation) -> bool:
     return isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
 
@@ -323,14 +328,11 @@ def _typed(value, spec, where: str):
             return float(value)
         except ValueError:
             raise UserInputError(where, f"{value!r} is not a number", f"write e.g. {where.rsplit('.', 1)[-1]}: 0.001") from None
-    checks = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
-              dict: lambda v: isinstance(v, dict), list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
-    if not checks.get(base, lambda v: True)(value):
+    if not _TYPE_CHECKS.get(base, lambda v: True)(value):
         word, example = _TYPE_WORDS.get(base, ("another type", "..."))
         if base is list and isinstance(value, str):
             example = f"[{value}]"
-        elif spec.default not in (MISSING, None, "") and checks[base](spec.default):  # the field's own default
+        elif spec.default not in (MISSING, None, "") and _TYPE_CHECKS[base](spec.default):  # the field's own default
             example = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
         raise UserInputError(where, f"must be {word}, got {_shown(value)}", f"write e.g. {where.rsplit('.', 1)[-1]}: {example}")
     return float(value) if base is float else value

@@ -290,19 +290,19 @@ def read_checkpoint(directory: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def newest_intact_checkpoint(directories: list[Path], warn=print) -> Path | None:
-    """The newest of `directories` (oldest first) whose checkpoint reads back; a damaged newer one (a full disk,
-    a copy cut short) is skipped with a warning naming both."""
+def newest_intact_checkpoint(directories: list[Path], warn=print) -> tuple[Path | None, dict | None]:
+    """(folder, state) of the newest of `directories` (oldest first) whose checkpoint reads back; a damaged newer
+    one (a full disk, a copy cut short) is skipped with a warning naming both."""
     for index in range(len(directories) - 1, -1, -1):
         try:
-            read_checkpoint(directories[index])
+            state = read_checkpoint(directories[index])
         except Exception as e:  # torch raises several types for a truncated or corrupt file
             following = directories[index - 1] if index else None
             warn(f"raysearch: warning: checkpoint {directories[index]} cannot be read ({type(e).__name__}); "
                  + (f"resuming from the one before it, {following}" if following else "no earlier checkpoint"))
             continue
-        return directories[index]
-    return None
+        return directories[index], state
+    return None, None
 
 
 def export_target(trainer: JointTrainer, out_dir: Path) -> dict:
