@@ -85,16 +85,36 @@ class Experiment:
                 found.append((name, match["trial_id"], int(match["index"])))
         return sorted(found, key=lambda t: t[2])
 
+    def _newest_state(self) -> str | None:
+        states = [n for n in self.folder.list() if n.startswith("experiment_state-") and n.endswith(".json")]
+        return states[-1] if states else None
+
     def statuses(self) -> dict[str, str]:
         """Tune's status per trial id, from the newest experiment state (empty before the first save)."""
-        states = [n for n in self.folder.list() if n.startswith("experiment_state-") and n.endswith(".json")]
-        if not states:
+        newest = self._newest_state()
+        if newest is None:
             return {}
         try:
-            state = json.loads(self.folder.read_text(states[-1]))
+            state = json.loads(self.folder.read_text(newest))
             return {d["trial_id"]: d["status"] for d in (json.loads(entry[0]) for entry in state["trial_data"])}
         except (ValueError, KeyError, TypeError, IndexError):
             return {}  # a state being rewritten as we read it: status is then judged from the results alone
+
+    def abandoned(self, statuses: dict[str, str]) -> set[str]:
+        """Trial folders that Tune's newest state does not know although they were created before it was saved: a
+        driver killed between starting a trial and saving its state leaves one, and the resumed search runs another
+        trial in its place. They are not part of the experiment; a trial created after the last save is."""
+        newest = self._newest_state()
+        saved_at = self.folder.modified(newest) if newest else None
+        if not statuses or saved_at is None:
+            return set()
+        return {trial_dir for trial_dir, trial_id, _ in self.trial_dirs()
+                if trial_id not in statuses and (self.folder.modified(f"{trial_dir}/params.json") or saved_at) < saved_at}
+
+    def trials(self, statuses: dict[str, str] | None = None) -> list[tuple[str, str, int]]:
+        """The experiment's trials: its trial folders less abandoned ones, in creation order."""
+        abandoned = self.abandoned(self.statuses() if statuses is None else statuses)
+        return [t for t in self.trial_dirs() if t[0] not in abandoned]
 
     def results(self, trial_dir: str) -> list[dict]:
         """Evaluations of one trial, one per step: a step re-run after a restart keeps its latest report."""
@@ -135,7 +155,7 @@ def trial_frame(paths) -> pd.DataFrame:
     rows = []
     for exp in _experiments(paths):
         statuses = exp.statuses()
-        for trial_dir, trial_id, index in exp.trial_dirs():
+        for trial_dir, trial_id, index in exp.trials(statuses):
             params = exp.params(trial_dir)
             config = exp.config(trial_dir, trial_id)
             results = exp.results(trial_dir)
@@ -159,7 +179,7 @@ def history_frame(paths) -> pd.DataFrame:
     """One row per evaluation step of every trial."""
     rows = []
     for exp in _experiments(paths):
-        for trial_dir, trial_id, index in exp.trial_dirs():
+        for trial_dir, trial_id, index in exp.trials():
             for result in exp.results(trial_dir):
                 rows.append({"experiment": exp.name, "trial_id": trial_id, "trial_index": index,
                              **{m: result.get(m) for m in METRICS + BEST}})

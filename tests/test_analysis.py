@@ -201,6 +201,8 @@ def _write_experiment(root, trials):
         d.mkdir()
         (d / "params.json").write_text(json.dumps(params))
         (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+        if status is None:
+            continue  # a trial Tune's saved state does not know
         state["trial_data"].append([json.dumps({"trial_id": trial_id, "status": status}), "{}"])
     (root / "experiment_state-2026-11-21_10-00-00.json").write_text(json.dumps(state))
 
@@ -236,6 +238,22 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
     # the CLI analyses it too (the unfinished trial is in the frame, left out of the front)
     assert main(["analyze", str(tmp_path / "exp"), "--out", str(tmp_path / "out")]) == 0
     assert set(pd.read_csv(tmp_path / "out" / "front.csv")["trial_id"]) == {"aaaa0001"}
+
+
+def test_a_trial_folder_left_by_a_killed_driver_is_not_part_of_the_experiment(tmp_path):
+    """The driver started a trial and died before Tune saved it; the resumed search ran another in its place. The
+    abandoned folder (older than the saved state, unknown to it) is left out; a trial started since the save is not."""
+    import os
+
+    done = [_result(150, 0.6, 500), _result(300, 0.7, 400)]
+    _write_experiment(tmp_path / "exp", [("aaaa0001", {}, done, "TERMINATED"), ("aaaa0002", {}, done[:1], None),
+                                         ("aaaa0003", {}, done, "TERMINATED"), ("aaaa0004", {}, [], None)])
+    state = next((tmp_path / "exp").glob("experiment_state-*.json")).stat().st_mtime
+    for trial_id, when in (("aaaa0002", state - 60), ("aaaa0004", state + 60)):
+        params = next((tmp_path / "exp").glob(f"run_trial_{trial_id}_*")) / "params.json"
+        os.utime(params, (when, when))
+    assert list(trial_frame(tmp_path / "exp")["trial_id"]) == ["aaaa0001", "aaaa0003", "aaaa0004"]
+    assert set(history_frame(tmp_path / "exp")["trial_id"]) == {"aaaa0001", "aaaa0003"}
 
 
 def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tmp_path, capsys):
