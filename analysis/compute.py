@@ -59,13 +59,19 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
                 "trial_index": np.arange(1, len(trials) + 1)}
     trials = trials.assign(**{c: defaults.get(c, np.nan) for c in CONFIG_COLUMNS if c not in trials})
     quality = objectives[0][0]
+    all_trials = trials
+    if "complete" in trials:
+        # a trial still running, or one that failed for good, reports numbers from before its final structure: it
+        # stays in the trial frame, and is left out of every front, hypervolume and effect
+        trials = trials[trials["complete"].astype("boolean").fillna(False).astype(bool)]
     scored = trials.dropna(subset=[c for c, _ in objectives])
     if scored.empty:
-        raise UserInputError("experiments", "no trial has reported both objectives yet", "wait for the first evaluations, or check the trials' logs")
+        raise UserInputError("experiments", "no trial has finished with both objectives yet",
+                             "wait for the first trial to finish (`raysearch status` shows progress), or check the trials' logs")
     if sets is None:
         sets = "experiment" if trials["experiment"].nunique() > 1 else "seed"
     reference = list(reference) if reference is not None else default_reference(trials, objectives)
-    result = Analysis(trials=trials, history=history if history is not None else pd.DataFrame(), objectives=objectives,
+    result = Analysis(trials=all_trials, history=history if history is not None else pd.DataFrame(), objectives=objectives,
                       reference=reference, sets=sets, width=width)
     result.ranks = pareto_rank(trials, objectives)
     result.front = pareto_front(trials, objectives)

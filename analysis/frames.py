@@ -1,10 +1,11 @@
 """Trial and history frames from experiment folders, read without Ray.
 
 An experiment folder (written by `raysearch launch`) holds, per Tune trial, `run_trial_<id>_<n>_.../`
-with `params.json` (the values sampled from the space) and `result.json` (one JSON line per
-evaluation), and `trial_configs/<id>.json`: the validated config the trial ran with, which the
-config columns below come from. (An experiment from before raysearch stored it has the config
-rebuilt from its space instead.)
+with `params.json` (the values sampled from the space) and Tune's `result.json` (one JSON line per
+evaluation); raysearch's `trial_configs/<id>.json` (the validated config the trial ran with, which the
+config columns below come from) and `trial_history/<id>.jsonl` (every evaluation, kept across resumes).
+An experiment from before raysearch stored them has configs rebuilt from its space and history read
+from `result.json` alone.
 
     trials = trial_frame(["runs/search/rte-hww"])    # one row per trial
     history = history_frame(["runs/search/rte-hww"])  # one row per evaluation of each trial
@@ -17,7 +18,7 @@ import pandas as pd
 
 from raysearch.errors import UserInputError
 from raysearch.config import config_from_dict
-from raysearch.experiment import Folder, read_meta, trial_config_file
+from raysearch.experiment import Folder, read_meta, trial_config_file, trial_error_file, trial_history_file
 from raysearch.config import GROUPS
 from search_spaces import space_from_dict
 
@@ -101,34 +102,50 @@ class Experiment:
             return {}  # a state being rewritten as we read it: status is then judged from the results alone
 
     def abandoned(self, statuses: dict[str, str]) -> set[str]:
-        """Trial folders that Tune's newest state does not know although they were created before it was saved: a
-        driver killed between starting a trial and saving its state leaves one, and the resumed search runs another
-        trial in its place. They are not part of the experiment; a trial created after the last save is."""
+        """Trial folders that Tune's newest state does not know and that nothing has written to since it was saved:
+        a driver killed between starting a trial and saving its state leaves one (the trial's actor may still create
+        it), and the resumed search runs another trial in its place. They are not part of the experiment. A trial
+        started since the last save is not in the state either, but its folder is newer than the state."""
         newest = self._newest_state()
         saved_at = self.folder.modified(newest) if newest else None
         if not statuses or saved_at is None:
             return set()
         return {trial_dir for trial_dir, trial_id, _ in self.trial_dirs()
-                if trial_id not in statuses and (self.folder.modified(f"{trial_dir}/params.json") or saved_at) < saved_at}
+                if trial_id not in statuses and self._last_write(trial_dir) < saved_at}
+
+    def _last_write(self, trial_dir: str) -> float:
+        times = [self.folder.modified(trial_dir)] + [self.folder.modified(f"{trial_dir}/{n}") for n in self.folder.list(trial_dir)]
+        return max(t for t in times if t is not None)
 
     def trials(self, statuses: dict[str, str] | None = None) -> list[tuple[str, str, int]]:
         """The experiment's trials: its trial folders less abandoned ones, in creation order."""
         abandoned = self.abandoned(self.statuses() if statuses is None else statuses)
         return [t for t in self.trial_dirs() if t[0] not in abandoned]
 
-    def results(self, trial_dir: str) -> list[dict]:
-        """Evaluations of one trial, one per step: a step re-run after a restart keeps its latest report."""
-        if not self.folder.exists(f"{trial_dir}/result.json"):
-            return []
+    def results(self, trial_dir: str, trial_id: str) -> list[dict]:
+        """Evaluations of one trial, one per step: a step re-run after a restart keeps its latest report. Read from
+        raysearch's history of the trial, which a resume keeps whole, and Tune's `result.json` (the only record in
+        experiments from before raysearch kept one; a resumed driver starts it again empty)."""
         by_step = {}
-        for line in self.folder.read_text(f"{trial_dir}/result.json").splitlines():
-            try:
-                result = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash
-            if "step" in result:
-                by_step[result["step"]] = result
+        for name in (trial_history_file(trial_id), f"{trial_dir}/result.json"):
+            if not self.folder.exists(name):
+                continue
+            for line in self.folder.read_text(name).splitlines():
+                try:
+                    result = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if "step" in result:
+                    by_step[result["step"]] = result
         return [by_step[s] for s in sorted(by_step)]
+
+    def error(self, trial_id: str) -> str | None:
+        """The last line of a trial's error (its kind and message), kept when the trial failed for good."""
+        name = trial_error_file(trial_id)
+        if not self.folder.exists(name):
+            return None
+        lines = [line.strip() for line in self.folder.read_text(name).splitlines() if line.strip()]
+        return lines[-1] if lines else "unknown error"
 
     def params(self, trial_dir: str) -> dict:
         return json.loads(self.folder.read_text(f"{trial_dir}/params.json")) if self.folder.exists(f"{trial_dir}/params.json") else {}
@@ -158,7 +175,7 @@ def trial_frame(paths) -> pd.DataFrame:
         for trial_dir, trial_id, index in exp.trials(statuses):
             params = exp.params(trial_dir)
             config = exp.config(trial_dir, trial_id)
-            results = exp.results(trial_dir)
+            results = exp.results(trial_dir, trial_id)
             final = results[-1] if results else {}
             row = {"experiment": exp.name, "trial_id": trial_id, "trial_index": index}
             row.update(config_columns(config) if config is not None else {})
@@ -167,6 +184,7 @@ def trial_frame(paths) -> pd.DataFrame:
             row.update({m: final.get(m) for m in BEST})
             row["complete"] = bool(final) and final.get("step") == row.get("max_steps")
             row["status"] = statuses.get(trial_id, "TERMINATED" if row["complete"] else "UNKNOWN")
+            row["error"] = exp.error(trial_id) if row["status"] == "ERROR" else None
             row["experiment_path"] = exp.path
             rows.append(row)
     frame = pd.DataFrame(rows)
@@ -180,7 +198,7 @@ def history_frame(paths) -> pd.DataFrame:
     rows = []
     for exp in _experiments(paths):
         for trial_dir, trial_id, index in exp.trials():
-            for result in exp.results(trial_dir):
+            for result in exp.results(trial_dir, trial_id):
                 rows.append({"experiment": exp.name, "trial_id": trial_id, "trial_index": index,
                              **{m: result.get(m) for m in METRICS + BEST}})
     return pd.DataFrame(rows, columns=["experiment", "trial_id", "trial_index", *METRICS, *BEST])

@@ -38,7 +38,8 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     objectives = ", ".join(f"{c} ({m})" for c, m in result.objectives)
     complete = int(t["complete"].sum()) if "complete" in t else len(t)
     out = [f"# raysearch analysis: {', '.join(sorted(t['experiment'].unique()))}", "",
-           f"{len(t)} trials ({complete} complete), objectives {objectives}. Hypervolume reference point "
+           f"{len(t)} trials ({complete} complete{'; the others are left out of fronts and effects' if complete < len(t) else ''}), "
+           f"objectives {objectives}. Hypervolume reference point "
            f"{result.reference} (quality 0 and the dense model's prunable parameters); hypervolume is in units of "
            f"quality x sparsity, so 1.0 would be a perfect model with no prunable parameters left.", ""]
 

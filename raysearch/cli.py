@@ -178,6 +178,13 @@ def cmd_launch(args) -> int:
         raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume PATH`, or choose another --name")
     if args.submit:
         from .distributed import jobs
+        from .redact import has_password
+
+        if settings.optuna_storage and has_password(settings.optuna_storage):
+            # a job's command line is shown to every dashboard user
+            raise UserInputError("--optuna-storage", "a password in the URL would be shown in the job's command line on the dashboard",
+                                 "give the URL without it and let the database driver find it on the cluster "
+                                 "(PGPASSWORD or ~/.pgpass for PostgreSQL, a MySQL option file), or launch without --submit")
 
         argv = ["launch", space.source or args.space, "--address", "auto", "--name", name, "--storage-path", storage,
                 "--num-samples", str(settings.num_samples), "--workers-per-trial", str(settings.workers_per_trial),
@@ -190,6 +197,9 @@ def cmd_launch(args) -> int:
         print(f"submitted job {job_id}; experiment {path}")
         print(f"dashboard: {args.dashboard}  (resume later with: raysearch resume --job {job_id})")
         return 0
+    from .distributed.search import open_optuna_storage
+
+    open_optuna_storage(settings.optuna_storage)  # a storage that cannot be opened fails here, before Ray starts
     return _run_search(args.address, lambda search: search.launch(space, settings, storage, name), path)
 
 
@@ -204,22 +214,28 @@ def _run_search(address, body, path) -> int:
         body(search)
     finally:
         ray.shutdown()
-    print(format_table(trial_table(path)))
+    frame = trial_table(path)
+    print(format_table(frame))
     print(f"experiment: {path}  (status: raysearch status {path})")
+    failed = sorted(frame.loc[frame["status"] == "ERROR", "trial_id"]) if len(frame) else []
+    if failed:  # the search ran, but not as asked: say so in the exit status too
+        print(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their errors are in {path}/trial_errors/; "
+              f"`raysearch resume {path}` retries them from their last checkpoints", file=sys.stderr)
+    code = 1 if failed else 0
     if "://" in path:
         print(f"analyse it with: raysearch analyze {path} --out DIR")
-        return 0
+        return code
     from analysis import analyze_experiments, write_outputs
 
     try:
         result = analyze_experiments([path])
     except UserInputError as e:
         print(f"no analysis: {e}")
-        return 0
+        return code
     written = write_outputs(result, Path(path) / "analysis")
     _print_front(result)
     print(f"analysis: {written['report.md']} (and the frames and plots beside it)")
-    return 0
+    return code
 
 
 def _print_front(result):
@@ -243,9 +259,11 @@ def cmd_resume(args) -> int:
         path = jobs.experiment_of_job(args.job, args.dashboard)
         print(f"job {args.job}: experiment {path}")
     from .experiment import read_meta
+    from .redact import check_storage_for_resume
 
-    read_meta(path)  # fails clearly before Ray starts
-    return _run_search(args.address, lambda search: search.resume(path), path)
+    meta = read_meta(path)  # fails clearly before Ray starts
+    check_storage_for_resume((meta.get("settings") or {}).get("optuna_storage"), args.optuna_storage)
+    return _run_search(args.address, lambda search: search.resume(path, args.optuna_storage), path)
 
 
 def cmd_status(args) -> int:
@@ -316,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit")
     resume.add_argument("--dashboard", default="http://127.0.0.1:8265")
     resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it)")
     resume.set_defaults(func=cmd_resume)
 
     status = sub.add_parser("status", help="table of an experiment's trials")

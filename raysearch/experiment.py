@@ -1,7 +1,9 @@
 """An experiment folder on any storage Ray accepts (a local path or a URI such as s3://...), without Ray.
 
-Besides Tune's files it holds `raysearch_experiment.json` and, per trial, `trial_configs/<trial id>.json`:
-the validated config the trial ran with, written once as the trial starts, read by the analysis.
+Besides Tune's files it holds `raysearch_experiment.json` and, per trial, `trial_configs/<trial id>.json`
+(the validated config the trial ran with, written once as the trial starts) and `trial_history/<trial id>.jsonl`
+(every evaluation the trial reported, kept across resumes), both read by the analysis, and for a trial that
+failed for good `trial_errors/<trial id>.txt` (its error, which Tune leaves in Ray's temporary folder).
 
 `raysearch launch` writes `raysearch_experiment.json` (space, settings, storage) beside Tune's own files;
 its presence is what makes a folder a raysearch experiment. Reading goes through pyarrow's file
@@ -17,11 +19,23 @@ from .errors import UserInputError
 
 EXPERIMENT_FILE = "raysearch_experiment.json"
 TRIAL_CONFIGS = "trial_configs"
+TRIAL_HISTORY = "trial_history"
+TRIAL_ERRORS = "trial_errors"
 
 
 def trial_config_file(trial_id: str) -> str:
     """Where (relative to the experiment folder) a trial's resolved config is stored."""
     return f"{TRIAL_CONFIGS}/{trial_id}.json"
+
+
+def trial_history_file(trial_id: str) -> str:
+    """Where (relative to the experiment folder) a trial's evaluations are kept, one JSON line each."""
+    return f"{TRIAL_HISTORY}/{trial_id}.jsonl"
+
+
+def trial_error_file(trial_id: str) -> str:
+    """Where (relative to the experiment folder) the error of a trial that failed for good is kept."""
+    return f"{TRIAL_ERRORS}/{trial_id}.txt"
 
 
 def absolute(path: str) -> str:

@@ -242,7 +242,7 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
 
 def test_a_trial_folder_left_by_a_killed_driver_is_not_part_of_the_experiment(tmp_path):
     """The driver started a trial and died before Tune saved it; the resumed search ran another in its place. The
-    abandoned folder (older than the saved state, unknown to it) is left out; a trial started since the save is not."""
+    abandoned folder (unknown to the saved state, not written since) is left out; a trial started since the save is not."""
     import os
 
     done = [_result(150, 0.6, 500), _result(300, 0.7, 400)]
@@ -250,10 +250,26 @@ def test_a_trial_folder_left_by_a_killed_driver_is_not_part_of_the_experiment(tm
                                          ("aaaa0003", {}, done, "TERMINATED"), ("aaaa0004", {}, [], None)])
     state = next((tmp_path / "exp").glob("experiment_state-*.json")).stat().st_mtime
     for trial_id, when in (("aaaa0002", state - 60), ("aaaa0004", state + 60)):
-        params = next((tmp_path / "exp").glob(f"run_trial_{trial_id}_*")) / "params.json"
-        os.utime(params, (when, when))
+        folder = next((tmp_path / "exp").glob(f"run_trial_{trial_id}_*"))
+        for path in (*folder.iterdir(), folder):
+            os.utime(path, (when, when))
     assert list(trial_frame(tmp_path / "exp")["trial_id"]) == ["aaaa0001", "aaaa0003", "aaaa0004"]
     assert set(history_frame(tmp_path / "exp")["trial_id"]) == {"aaaa0001", "aaaa0003"}
+
+
+def test_a_resumed_trials_history_is_read_whole(tmp_path):
+    """A driver resumed after a crash starts Tune's result.json of a trial again empty; raysearch's own history of
+    the trial (written by TrialRecorder) still has the evaluations from before the crash."""
+    from raysearch.distributed.search import TrialRecorder
+
+    _write_experiment(tmp_path / "exp", [("aaaa0001", {}, [_result(300, 0.7, 400)], "TERMINATED")])
+    recorder, trial = TrialRecorder(str(tmp_path / "exp")), type("Trial", (), {"trial_id": "aaaa0001"})()
+    for result in (_result(150, 0.6, 500), {"done": False}, _result(300, 0.7, 400)):  # a result without a step is not kept
+        recorder.on_trial_result(0, [trial], trial, result)
+    assert len((tmp_path / "exp" / "trial_history" / "aaaa0001.jsonl").read_text().splitlines()) == 2
+    history = history_frame(tmp_path / "exp")
+    assert list(history["step"]) == [150, 300] and list(history["target_dev"]) == [0.6, 0.7]
+    assert trial_frame(tmp_path / "exp")["target_dev"].item() == 0.7
 
 
 def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tmp_path, capsys):

@@ -303,3 +303,42 @@ def test_launch_of_an_existing_experiment_fails_before_ray_starts(tmp_path, caps
     (existing / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--name", "mine"], "--name", "already holds an experiment", "resume")
     assert sorted(p.name for p in existing.iterdir()) == ["experiment_state-2026-01-01_00-00-00.json", "raysearch_experiment.json"]
+
+
+SECRET = "s3cret-pw"
+
+
+def test_a_password_in_the_optuna_url_is_never_shown_or_stored(tmp_path, capsys):
+    import pickle
+
+    from raysearch.distributed.search import PasswordFreeRDBStorage
+    from raysearch.redact import redact_url
+
+    url = f"postgresql://alice:{SECRET}@127.0.0.1:1/studies"
+    assert redact_url(url) == "postgresql://alice:***@127.0.0.1:1/studies"
+    assert redact_url("postgresql://alice:p@ss@h/db") == "postgresql://alice:***@h/db"  # the last "@" ends the password
+    for plain in ("sqlite:///study.db", "postgresql://alice@h/db", "s3://bucket/exp"):
+        assert redact_url(plain) == plain
+    # an unreachable storage fails before Ray starts, without the password in its line
+    err = _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--optuna-storage", url],
+                 "--optuna-storage", "postgresql://alice:***@127.0.0.1:1/studies")
+    assert SECRET not in err and not (tmp_path / "exp").exists()
+    # a submitted job's command line is public on the dashboard: refused before any contact with it
+    err = _fails(capsys, ["launch", "demo", "--submit", "--dashboard", "http://127.0.0.1:9", "--storage-path", str(tmp_path / "exp"),
+                          "--optuna-storage", url], "--optuna-storage", "job's command line", "PGPASSWORD")
+    assert SECRET not in err
+    # the searcher's storage is pickled by Tune into the experiment: without the password
+    storage = PasswordFreeRDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    storage.url = url
+    assert SECRET not in pickle.dumps(storage).decode("latin-1") and storage.__getstate__()["url"] == redact_url(url)
+
+
+def test_resuming_a_search_whose_storage_had_a_password_asks_for_it(tmp_path, capsys):
+    experiment = tmp_path / "exp" / "pw"
+    experiment.mkdir(parents=True)
+    from search_spaces import load_space
+
+    meta = {"name": "pw", "space": load_space("demo").to_dict(), "settings": {"optuna_storage": "postgresql://alice:***@h/db"}}
+    (experiment / "raysearch_experiment.json").write_text(json.dumps(meta))
+    _fails(capsys, ["resume", str(experiment)], "--optuna-storage", "needs its password", "--optuna-storage URL")
+    _fails(capsys, ["resume", str(experiment), "--optuna-storage", f"postgresql://bob:{SECRET}@h/db"], "not this experiment's")

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from analysis import trial_frame
+from analysis import history_frame, trial_frame
 from raysearch.cli import main
 from raysearch.distributed.status import trial_table
 from search_spaces import load_space
@@ -187,6 +187,22 @@ def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path, caps
     assert steps == [10, 20]  # the restarted worker continued from the step-10 checkpoint, not from scratch
 
 
+def test_a_trial_that_fails_for_good_fails_the_launch_and_keeps_its_error(cluster, tmp_path, capsys):
+    """The worker dies at step 5 on every attempt (no checkpoint before step 10 to continue from), so the trial
+    exhausts its restarts: launch exits non-zero, the error is kept in the experiment, the trial is off the front."""
+    code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
+                 "--name", "broken", *FAST, "--set", "fault_inject_step=5"])
+    captured = capsys.readouterr()
+    assert code == 1
+    frame = trial_table(str(_experiment(tmp_path, "broken")))
+    trial_id = frame["trial_id"].item()
+    assert frame["status"].item() == "ERROR" and frame["error"].item()
+    assert (_experiment(tmp_path, "broken") / "trial_errors" / f"{trial_id}.txt").stat().st_size > 0
+    assert f"1 trial(s) failed: {trial_id}; their errors are in" in captured.err
+    assert f"trial {trial_id} failed: " in captured.out  # the table says why
+    assert "no analysis: experiments: no trial has finished" in captured.out  # nothing unfinished on a front
+
+
 def _wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -221,6 +237,10 @@ def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch):
     frame = trial_table(str(path))
     assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}  # no trial lost, none duplicated
     assert frame["trial_id"].is_unique
+    # every trial's evaluations are all there, also those from before the driver died (Tune's result.json of a
+    # trial that continued from a checkpoint holds only what came after)
+    history = history_frame(str(path))
+    assert history.groupby("trial_id")["step"].apply(sorted).map(tuple).to_dict() == dict.fromkeys(frame["trial_id"], (10, 20))
 
 
 def test_job_submission_carries_metadata_and_resume_finds_it(cluster, tmp_path, capsys):

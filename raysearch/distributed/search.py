@@ -4,12 +4,15 @@ Ray 2.60 runs Train V2, where a Tune *function* trial builds and fits a TorchTra
 passed to the Tuner fails). The trial function asks for no CPU of its own, so that N workers per
 trial and the cluster's CPUs alone decide how many trials run at once (no deadlock on 2 CPUs).
 """
+import contextlib
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import optuna
 import pandas as pd
 import ray
 from ray import tune
@@ -22,7 +25,9 @@ from analysis.pareto import pareto_front  # progress lines use the analysis's ow
 from search_spaces import SearchSpace, space_from_dict
 
 from ..errors import UserInputError
-from ..experiment import Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file, tune_has_saved, write_meta
+from ..redact import check_storage_for_resume, redact_url
+from ..experiment import (Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file,
+                          trial_error_file, trial_history_file, tune_has_saved, write_meta)
 from .worker import train_loop_per_worker
 
 # Optuna's TPE and NSGA-II; Ray Tune's BasicVariantGenerator for random search and for the full grid of
@@ -94,8 +99,6 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
         # and every 0-CPU trial would start at once (measured: 32 trials started, 3 killed by Ray's OOM monitor)
         generator = BasicVariantGenerator(random_state=settings.seed, max_concurrent=max_concurrent_trials(settings))
         return generator, space.tune_param_space(grid=settings.sampler == "grid")
-    import optuna
-
     if settings.sampler == "nsga2":
         sampler = optuna.samplers.NSGAIISampler(seed=settings.seed)
     else:
@@ -104,7 +107,7 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
         sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, constant_liar=True,
                                              n_startup_trials=tpe_startup_trials(settings.num_samples))
     searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
-                            study_name=name, storage=_optuna_storage(settings.optuna_storage))
+                            study_name=name, storage=open_optuna_storage(settings.optuna_storage))
     return searcher, None
 
 
@@ -134,11 +137,20 @@ class FrontProgress(tune.Callback):
     def __init__(self, space: SearchSpace, total: int, quiet: bool = False):
         # no function is stored: Tune pickles callbacks with the experiment state
         self.space, self.total, self.quiet = space, total, quiet
-        self.done = {}
 
     def print(self, line: str):
         if not self.quiet:
             print(line, flush=True)
+
+    def finished(self, trials, just_finished=None) -> dict:
+        """Objectives of every finished trial, counted from Tune's trials (a resumed search counts those finished
+        before it, which no callback of the new driver saw complete)."""
+        done = {}
+        for t in trials:
+            result = t.last_result or {}
+            if (t.status == "TERMINATED" or t is just_finished) and all(m in result for m in self.space.metrics):
+                done[t.trial_id] = tuple(result[m] for m in self.space.metrics)
+        return done
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """A line per evaluation, so that a long trial shows it is alive; one when a trial's worker restarted."""
@@ -149,19 +161,41 @@ class FrontProgress(tune.Callback):
         shown = ", ".join(f"{m} {result[m]:.4g}" for m in self.space.metrics if isinstance(result.get(m), (int, float)))
         running = sum(t.status == "RUNNING" for t in trials)
         self.print(f"[raysearch] trial {trial.trial_id} step {result['step']} ({result.get('phase', '')}): {shown}; "
-                   f"{len(self.done)}/{self.total} done, {running} running")
+                   f"{len(self.finished(trials))}/{self.total} done, {running} running")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        if all(m in result for m in self.space.metrics):
-            self.done[trial.trial_id] = tuple(result[m] for m in self.space.metrics)
-        done = pd.DataFrame.from_dict(self.done, orient="index", columns=self.space.metrics)
+        done = pd.DataFrame.from_dict(self.finished(trials, trial), orient="index", columns=self.space.metrics)
         front = pareto_front(done, list(zip(self.space.metrics, self.space.modes)))
         shown = ", ".join("(" + ", ".join(f"{v:.4g}" for v in row) + ")" for row in front.itertuples(index=False))
-        self.print(f"[raysearch] {len(self.done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {shown}")
+        self.print(f"[raysearch] {len(done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {shown}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.print(f"[raysearch] trial {trial.trial_id} errored; it resumes from its last checkpoint with `raysearch resume`")
+        self.print(f"[raysearch] trial {trial.trial_id} failed (its error: {trial_error_file(trial.trial_id)} in the experiment); "
+                   "`raysearch resume` retries it from its last checkpoint")
+
+
+class TrialRecorder(tune.Callback):
+    """Keeps in the experiment folder what Tune would lose: every evaluation of every trial
+    (`trial_history/<id>.jsonl`) and the error of a trial that failed for good (`trial_errors/<id>.txt`).
+
+    Tune's own `result.json` of a trial starts empty again when a search is resumed after its driver died: Tune
+    restores it only for trials with a Tune-level checkpoint, and a raysearch trial's checkpoints are Ray Train's.
+    Its error file stays in the driver's temporary folder. The analysis and `raysearch status` read these instead."""
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment  # only the path: Tune pickles callbacks with the experiment state
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "step" not in result:
+            return
+        folder, name = Folder(self.experiment), trial_history_file(trial.trial_id)
+        kept = folder.read_text(name) if folder.exists(name) else ""  # rewritten whole: remote storage cannot append
+        line = json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None})
+        folder.write_text(name, kept + line + "\n")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+        Folder(self.experiment).write_text(trial_error_file(trial.trial_id), text or f"{info.get('error') or 'unknown error'}\n")
 
 
 # ------------------------------------------------------------------ launch / resume
@@ -172,7 +206,8 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
     path = experiment_path(storage_path, name)
     if holds_experiment(path) and tune_has_saved(path):
         raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume`, or choose another --name")
-    meta = {"name": name, "storage_path": storage_path, "space": space.to_dict(), "settings": asdict(settings),
+    stored_settings = {**asdict(settings), "optuna_storage": settings.optuna_storage and redact_url(settings.optuna_storage)}
+    meta = {"name": name, "storage_path": storage_path, "space": space.to_dict(), "settings": stored_settings,
             "train_storage": f"{path}/train_runs", "created": time.time()}
     searcher, param_space = _search(space, settings, name)
     # a grid runs each combination once, whatever --num-samples says
@@ -183,7 +218,7 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1 if settings.sampler == "grid" else total,
                                     max_concurrent_trials=max_concurrent_trials(settings)),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=[FrontProgress(space, total, quiet)]),
+                                  callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path)]),
     )
     write_meta(path, meta)
     if not quiet:
@@ -192,28 +227,47 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
     return tuner.fit()
 
 
-def resume(path: str):
+def resume(path: str, optuna_storage: str | None = None):
     """Continue a stopped experiment: finished trials kept, unfinished/errored ones from their checkpoints."""
     path = absolute(path)
     meta = read_meta(path)
     space_from_dict(meta["space"])  # a damaged space fails here, before Ray restores anything
+    check_storage_for_resume((meta.get("settings") or {}).get("optuna_storage"), optuna_storage)
+    if optuna_storage:
+        _STORAGE_URLS[redact_url(optuna_storage)] = optuna_storage  # for the searcher's storage Tune unpickles
     if not tune.Tuner.can_restore(path):
         raise UserInputError(str(path), "holds no Tune experiment state yet", "launch it again with the same --name")
     tuner = tune.Tuner.restore(path, trainable=_trainable(meta, path), resume_unfinished=True, resume_errored=True)
     print(f"[raysearch] resuming {path}", flush=True)
-    # progress callbacks are not restored with the run config; results still stream into the experiment
+    # the callbacks (progress lines, history) come back with the run config Tune pickled at launch
     return tuner.fit()
 
 
-def _optuna_storage(url: str | None):
+# full Optuna storage URLs by their redacted form: filled by launch and by resume (which is given the URL again),
+# read when Tune unpickles the searcher's storage
+_STORAGE_URLS: dict[str, str] = {}
+
+
+class PasswordFreeRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, pickled without its URL's password: Tune pickles the searcher, storage included, into
+    the experiment folder. Unpickled in a resume, it takes the full URL the resume was given."""
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "url": redact_url(self.url)}
+
+    def __setstate__(self, state):
+        super().__setstate__({**state, "url": _STORAGE_URLS.get(state["url"], state["url"])})
+
+
+def open_optuna_storage(url: str | None):
     if not url:
         return None
-    import optuna
-
+    _STORAGE_URLS[redact_url(url)] = url
     try:
-        return optuna.storages.RDBStorage(url)
+        return PasswordFreeRDBStorage(url)
     except Exception as e:
-        raise UserInputError("--optuna-storage", f"cannot open {url!r} ({type(e).__name__}: {str(e).splitlines()[0][:100]})",
+        problem = str(e).splitlines()[0][:100].replace(url, redact_url(url))
+        raise UserInputError("--optuna-storage", f"cannot open {redact_url(url)!r} ({type(e).__name__}: {problem})",
                              "give an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db") from None
 
 
@@ -225,4 +279,27 @@ def init_ray(address: str | None):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        with loopback_only_ray():
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+@contextlib.contextmanager
+def loopback_only_ray():
+    """Ray turns a loopback node address into the machine's routable one, and binds its GCS, raylet and workers there
+    (measured: on every interface), unless it runs as the single-machine Ray it is on macOS and Windows. A Ray that
+    raysearch starts for itself needs no other machine, so it starts that way and listens on 127.0.0.1 only: the
+    variable reaches the processes Ray starts, the constant is this process's (it has imported Ray already). Both are
+    put back afterwards; the started node keeps its address."""
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]

@@ -18,7 +18,10 @@ def format_table(frame: pd.DataFrame) -> str:
     shown = frame[[c for c in COLUMNS if c in frame]].copy()
     for column, fmt in (("target_dev", "{:.4f}"), ("exact_sparsity", "{:.3f}"), ("remaining_params", "{:,.0f}"), ("step", "{:.0f}")):
         shown[column] = shown[column].map(lambda v, f=fmt: "-" if v is None or pd.isna(v) else f.format(v))
-    return shown.to_string(index=False)
+    lines = [shown.to_string(index=False)]
+    if "error" in frame:
+        lines += [f"trial {row.trial_id} failed: {row.error}" for row in frame.itertuples() if isinstance(row.error, str)]
+    return "\n".join(lines)
 
 
 def last_activity(path: str) -> float | None:
