@@ -141,8 +141,14 @@ def factor_answers(effects: pd.DataFrame, question: str) -> list[FactorAnswer]:
         if not group["effect"].notna().any():
             continue
         best = group.loc[group["effect"].idxmax()]
-        if math.isnan(best["ci_low"]):
+        confounded = best.get("confounded_with") or ""
+        if confounded:
+            verdict = (f"confounded with {confounded} in these trials (they split the trials the same way): "
+                       "the effect cannot be credited to one of them")
+        elif math.isnan(best["ci_low"]):
             verdict = f"too few trials to tell (an interval needs {MIN_TRIALS_FOR_CI} a side)"
+        elif best["ci_high"] - best["ci_low"] < 1e-12:
+            verdict = "the bootstrap cannot vary (every resample gives the same difference), so it says nothing: cannot tell"
         else:
             verdict = "clear" if best["ci_low"] > 0 else "not distinguishable from 0 at this trial count"
         answers.append(FactorAnswer(question, name, str(best["level"]), float(best["effect"]), float(best["ci_low"]),

@@ -5,7 +5,8 @@ other trials *in the same sparsity bin*, averaged over the bins where both sides
 (weighted by the number of trials in the bin). Comparing inside a bin is what "at matched sparsity"
 means: a 0.8-sparse trial is never compared with a 0.6-sparse one. Effects are marginal over the other
 factors (a level that happens to co-occur with a good coupling mode shares some of its credit; the
-fANOVA importances below look at all factors jointly). The 95% interval is a percentile bootstrap
+fANOVA importances below look at all factors jointly); where another factor splits the trials exactly as a
+level does, the two are confounded in these trials and the row names it. The 95% interval is a percentile bootstrap
 that resamples trials within each bin.
 
 Factors are only asked of the trials where they mean something: parameter groups, start step and
@@ -100,6 +101,7 @@ def factor_effects(frame: pd.DataFrame, quality: str = "target_dev", width: floa
         resamples = [np.concatenate([rng.choice(idx, len(idx)) for idx in by_bin]) for _ in range(n_boot)]
         for level in sorted(levels.unique(), key=str):
             at_level = (levels == level).to_numpy()
+            confounded = _confounded_with(searched, data.index, at_level, factor, factors)
             effect = _matched_difference(quality_values, at_level, bins)
             low = high = np.nan
             if min(at_level.sum(), (~at_level).sum()) >= MIN_TRIALS_FOR_CI:
@@ -110,8 +112,27 @@ def factor_effects(frame: pd.DataFrame, quality: str = "target_dev", width: floa
             rows.append({"question": factor.question, "factor": factor.name, "level": str(level),
                          "trials": int(at_level.sum()), "others": int((~at_level).sum()),
                          "mean_quality": float(quality_values[at_level].mean()),
-                         "effect": effect, "ci_low": float(low), "ci_high": float(high)})
-    return pd.DataFrame(rows, columns=["question", "factor", "level", "trials", "others", "mean_quality", "effect", "ci_low", "ci_high"])
+                         "effect": effect, "ci_low": float(low), "ci_high": float(high), "confounded_with": ", ".join(confounded)})
+    return pd.DataFrame(rows, columns=["question", "factor", "level", "trials", "others", "mean_quality", "effect", "ci_low", "ci_high",
+                                       "confounded_with"])
+
+
+def _confounded_with(searched: pd.DataFrame, rows: pd.Index, at_level: np.ndarray, factor: Factor, factors) -> list[str]:
+    """The other factors that split these trials exactly as this level does (always on together, or always
+    opposite): in these trials the level's effect is theirs as much as its own."""
+    found = []
+    for other in factors:
+        if other is factor or other.column not in searched:
+            continue
+        levels = factor_levels(searched.loc[rows], other)
+        if levels.isna().any() or levels.nunique() < 2:
+            continue  # not defined for every one of these trials, or constant: it cannot stand in for this level
+        for level in levels.unique():
+            split = (levels == level).to_numpy()
+            if (split == at_level).all() or (split == ~at_level).all():
+                found.append(other.name)
+                break
+    return found
 
 
 # ------------------------------------------------------------------ Optuna importances

@@ -30,7 +30,8 @@ def plot_front(trials: pd.DataFrame, ranks: pd.Series, quality: str, path: Path,
         dominated, front = group[group["rank"] > 0], group[group["rank"] == 0].sort_values("exact_sparsity")
         ax.scatter(dominated["exact_sparsity"], dominated[quality], color=color, alpha=0.25, s=22)
         ax.scatter(front["exact_sparsity"], front[quality], color=color, s=40, edgecolor="black", label=f"{name}: front")
-        ax.step(front["exact_sparsity"], front[quality], where="post", color=color, alpha=0.8)
+        xs, ys = front_steps(front, quality)
+        ax.plot(xs, ys, color=color, alpha=0.8)
     if "preset" in data:
         for preset, marker in BASELINE_MARKERS.items():
             runs = data[data["preset"] == preset]
@@ -45,22 +46,45 @@ def plot_front(trials: pd.DataFrame, ranks: pd.Series, quality: str, path: Path,
     return _save(fig, path)
 
 
+def front_steps(front: pd.DataFrame, quality: str) -> tuple[list, list]:
+    """The vertices of a front's step line: between two front points the line is at the sparser one's quality (the
+    best reached at that sparsity or beyond), and it ends at the sparsest point, claiming nothing past it."""
+    points = front.sort_values("exact_sparsity")
+    xs, ys = [], []
+    for x, y in zip(points["exact_sparsity"], points[quality]):
+        if xs:
+            xs.append(xs[-1])
+            ys.append(y)  # up to the previous point's sparsity, this (sparser) point's quality is reachable
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def effect_bars(effects: pd.DataFrame) -> pd.DataFrame:
+    """The bars of the effects plot: one per factor level that has an effect (a level with no matched comparison
+    has nothing to draw), with its label and interval half-widths."""
+    bars = effects.dropna(subset=["effect"])
+    return pd.DataFrame({"label": [f"{r.question}: {r.factor} = {r.level}" for r in bars.itertuples()],
+                         "question": bars["question"].to_numpy(), "effect": bars["effect"].to_numpy(),
+                         "below": (bars["effect"] - bars["ci_low"]).clip(lower=0).fillna(0).to_numpy(),
+                         "above": (bars["ci_high"] - bars["effect"]).clip(lower=0).fillna(0).to_numpy()})
+
+
 def plot_effects(effects: pd.DataFrame, path: Path, quality: str = "target_dev") -> Path:
     """One bar per factor level with its 95% bootstrap interval, grouped by how / what / when."""
-    n = max(1, len(effects))
-    fig, ax = plt.subplots(figsize=(7, 0.35 * n + 1.2))
-    if effects.empty:
+    bars = effect_bars(effects)
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.35 * len(bars) + 1.5)))
+    if bars.empty:
         ax.text(0.5, 0.5, "not enough trials for factor effects", ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, path)
-    labels = [f"{r.question}: {r.factor} = {r.level}" for r in effects.itertuples()]
-    y = np.arange(len(effects))[::-1]
-    err = np.vstack([effects["effect"] - effects["ci_low"], effects["ci_high"] - effects["effect"]]).clip(min=0)
+    y = np.arange(len(bars))[::-1]
     colors = {"how": "tab:blue", "what": "tab:orange", "when": "tab:green"}
-    ax.barh(y, effects["effect"], xerr=np.nan_to_num(err), color=[colors.get(q, "gray") for q in effects["question"]], alpha=0.8)
+    ax.barh(y, bars["effect"], xerr=np.vstack([bars["below"], bars["above"]]), color=[colors.get(q, "gray") for q in bars["question"]],
+            alpha=0.8)
+    ax.set_yticks(y, bars["label"], fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel(f"effect on {quality} at matched sparsity (vs other levels), 95% CI")
+    ax.set_xlabel(f"effect on {quality} at matched sparsity\n(vs the other levels; 95% bootstrap interval)", fontsize=9)
     return _save(fig, path)
 
 

@@ -23,11 +23,19 @@ def _table(frame: pd.DataFrame, formats: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def with_bin_ranges(frame: pd.DataFrame, width: float) -> pd.DataFrame:
+    """Sparsity bins shown as the range they hold (0.95-1.00), not their centre: no trial has sparsity 1.0."""
+    if frame is None or "sparsity_bin" not in frame:
+        return frame
+    ranges = frame["sparsity_bin"].map(lambda c: f"{max(0.0, c - width / 2):.2f}-{min(1.0, c + width / 2):.2f}")
+    return frame.assign(sparsity_bin=ranges).rename(columns={"sparsity_bin": "sparsity"})
+
+
 def answer_lines(effects: pd.DataFrame, question: str, quality: str) -> list[str]:
     """One line per factor: its best level, the effect and interval, and the verdict."""
     lines = []
     for a in factor_answers(effects, question):
-        interval = "no interval" if math.isnan(a.ci_low) else f"95% CI {a.ci_low:+.3f} to {a.ci_high:+.3f}"
+        interval = "no interval" if math.isnan(a.ci_low) or a.ci_high - a.ci_low < 1e-12 else f"95% CI {a.ci_low:+.3f} to {a.ci_high:+.3f}"
         lines.append(f"- **{a.factor}**: best level `{a.level}`, {a.effect:+.3f} {quality} vs the other levels "
                      f"at matched sparsity ({interval}; {a.trials} vs {a.others} trials) — {a.verdict}.")
     return lines or ["- not enough variation among the trials to say."]
@@ -67,7 +75,7 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
                 "", _table(h.points.drop(columns=["experiment"]), {"remaining_params": ",.0f"}), ""]
 
     if result.per_bin is not None:
-        out += [f"## Best {quality} per sparsity bin over {result.sets}s", "", _table(result.per_bin), ""]
+        out += [f"## Best {quality} per sparsity bin over {result.sets}s", "", _table(with_bin_ranges(result.per_bin, result.width)), ""]
     if result.attainment is not None and len(result.attainment) and t[result.sets].nunique() > 1:
         out += [f"Median (50%) attainment front over {t[result.sets].nunique()} {result.sets}s:", "", _table(result.attainment, {"remaining_params": ",.0f"}), ""]
 

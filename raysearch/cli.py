@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from . import __version__
 from .errors import UserInputError
 
 RUN_MARKER = "raysearch_run.json"  # written first into a run folder: the folder is raysearch's from then on
@@ -155,7 +156,8 @@ def _settings(args):
     from .distributed.search import SearchSettings
 
     return SearchSettings(num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
-                          gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage)
+                          gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage,
+                          max_failures=args.max_failures)
 
 
 def cmd_launch(args) -> int:
@@ -189,7 +191,7 @@ def cmd_launch(args) -> int:
         argv = ["launch", space.source or args.space, "--address", "auto", "--name", name, "--storage-path", storage,
                 "--num-samples", str(settings.num_samples), "--workers-per-trial", str(settings.workers_per_trial),
                 "--cpus-per-worker", str(settings.cpus_per_worker), "--gpus-per-worker", str(settings.gpus_per_worker),
-                "--sampler", settings.sampler, "--seed", str(settings.seed)]
+                "--sampler", settings.sampler, "--seed", str(settings.seed), "--max-failures", str(settings.max_failures)]
         argv += [x for kv in args.set for x in ("--set", kv)]
         if settings.optuna_storage:
             argv += ["--optuna-storage", settings.optuna_storage]
@@ -263,7 +265,28 @@ def cmd_resume(args) -> int:
 
     meta = read_meta(path)  # fails clearly before Ray starts
     check_storage_for_resume((meta.get("settings") or {}).get("optuna_storage"), args.optuna_storage)
+    from .distributed.status import format_table, requested_trials, trial_table
+
+    frame, requested = trial_table(path), requested_trials(meta)
+    if len(frame) >= requested and (frame["status"] == "TERMINATED").all():
+        print(format_table(frame))
+        print(f"{path} is finished: {len(frame)} of {requested} trials done, nothing to resume (analyse it with `raysearch analyze`)")
+        return 0
     return _run_search(args.address, lambda search: search.resume(path, args.optuna_storage), path)
+
+
+def cmd_jobs(args) -> int:
+    import pandas as pd
+
+    from .distributed import jobs
+
+    rows = jobs.list_searches(args.dashboard)
+    if not rows:
+        print(f"no raysearch searches among the jobs at {args.dashboard}")
+        return 0
+    print(pd.DataFrame(rows).to_string(index=False))
+    print("resume one with: raysearch resume --job JOB_ID --dashboard DASHBOARD --address ADDRESS")
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -297,6 +320,7 @@ def cmd_analyze(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one configuration locally")
     train.add_argument("config", help="YAML config file")
@@ -316,29 +340,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a shipped space name (raysearch spaces) or a YAML file (default: demo, the built-in synthetic pair)")
     launch.add_argument("--address", help="Ray cluster address (default: start a local Ray on 127.0.0.1)")
     launch.add_argument("--num-samples", type=int, default=12, help="trials in total (default 12)")
-    launch.add_argument("--workers-per-trial", type=int, default=1)
-    launch.add_argument("--cpus-per-worker", type=float, default=1.0)
-    launch.add_argument("--gpus-per-worker", type=float, default=0.0)
-    launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...)")
+    launch.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers of each trial (default 1)")
+    launch.add_argument("--cpus-per-worker", type=float, default=1.0,
+                        help="CPUs per worker (default 1); the cluster's CPUs over workers x CPUs decide how many trials run at once")
+    launch.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
+    launch.add_argument("--max-failures", type=int, default=2,
+                        help="worker restarts per trial after a crash, each from the trial's last checkpoint (default 2)")
+    launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")
-    launch.add_argument("--sampler", default="tpe", help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
-    launch.add_argument("--seed", type=int, default=0, help="sampler seed")
+    launch.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random", "grid"),
+                        help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
+    launch.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space's base config")
     launch.add_argument("--submit", action="store_true", help="submit as a Ray Job (visible in the dashboard) instead of running here")
-    launch.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --submit")
+    launch.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --submit (default: http://127.0.0.1:8265)")
     launch.set_defaults(func=cmd_launch)
 
     resume = sub.add_parser("resume", help="continue a stopped or crashed experiment")
     resume.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME)")
     resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit")
-    resume.add_argument("--dashboard", default="http://127.0.0.1:8265")
+    resume.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
     resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it)")
     resume.set_defaults(func=cmd_resume)
 
+    jobs = sub.add_parser("jobs", help="the searches a cluster ran as Ray Jobs (launch --submit), to resume one by id")
+    jobs.add_argument("--dashboard", default="http://127.0.0.1:8265", help="the cluster's dashboard (default: http://127.0.0.1:8265)")
+    jobs.set_defaults(func=cmd_jobs)
+
     status = sub.add_parser("status", help="table of an experiment's trials")
-    status.add_argument("path")
+    status.add_argument("path", help="the experiment folder (STORAGE/NAME) or its storage URI")
     status.set_defaults(func=cmd_status)
 
     analyze = sub.add_parser("analyze", help="frames, Pareto fronts, plots and the how/what/when report of experiments")
@@ -347,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--objective", action="append", metavar="COLUMN:max|min", help="objectives (default: the space's own)")
     analyze.add_argument("--sets", choices=["seed", "experiment"], help="aggregate fronts over seeds or experiments "
                          "(default: experiments when several are given, else seeds)")
-    analyze.add_argument("--bin-width", type=float, default=0.1, help="sparsity bin width for matched comparisons")
+    analyze.add_argument("--bin-width", type=float, default=0.1, help="sparsity bin width for matched comparisons (default 0.1)")
     analyze.set_defaults(func=cmd_analyze)
     return parser
 

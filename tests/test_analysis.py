@@ -272,6 +272,18 @@ def test_a_resumed_trials_history_is_read_whole(tmp_path):
     assert trial_frame(tmp_path / "exp")["target_dev"].item() == 0.7
 
 
+def test_resume_of_a_finished_search_says_so_without_starting_ray(tmp_path, capsys):
+    import sys
+
+    done = [_result(150, 0.6, 500), _result(300, 0.7, 400)]
+    _write_experiment(tmp_path / "exp", [("aaaa0001", {}, done, "TERMINATED"), ("aaaa0002", {}, done, "TERMINATED")])
+    meta_file = tmp_path / "exp" / "raysearch_experiment.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "settings": {"num_samples": 2, "sampler": "tpe"}}))
+    assert main(["resume", str(tmp_path / "exp")]) == 0
+    assert "is finished: 2 of 2 trials done, nothing to resume" in capsys.readouterr().out
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
 def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tmp_path, capsys):
     """Tune's state of a search whose driver died still says RUNNING; status says how long ago anything happened."""
     import os
@@ -327,3 +339,76 @@ def test_analysis_of_a_bare_frame_with_a_single_trial(tmp_path):
     assert result.effects.empty and result.heldout is None
     write_outputs(result, tmp_path / "out")
     assert "not enough variation among the trials to say" in (tmp_path / "out" / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ the report claims only what the data show
+
+
+def _groups_frame(ffn_gain: float, noise: float, attention_follows_ffn: bool, n: int = 12, seed: int = 0):
+    """Coupled trials in one sparsity bin; the ffn group adds `ffn_gain`; attention either varies on its own or is
+    on exactly when ffn is (confounded)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        ffn = i % 2 == 0
+        groups = {f"group_{g}": bool(rng.random() < 0.5) for g in GROUPS}
+        groups["group_ffn"] = ffn
+        groups["group_attention"] = ffn if attention_follows_ffn else i % 4 < 2
+        quality = 0.8 + (ffn_gain if ffn else 0.0) + rng.normal(0, noise) if noise else 0.8 + (ffn_gain if ffn else 0.0)
+        rows.append({"coupling": "tied", **groups, "transfer_start_fraction": 0.1, "transfer_weight": 1.0, "coupling_strength": np.nan,
+                     "target_sparsity": 0.5, "preset": "searched", "seed": 0, "q": quality})
+    data = pd.DataFrame(rows)
+    return frame([(q, 500) for q in data["q"]], **data.drop(columns=["q"]))
+
+
+def test_an_interval_that_cannot_vary_is_not_called_clear():
+    from analysis.compute import factor_answers
+    from analysis.report import answer_lines
+
+    effects = factor_effects(_groups_frame(0.008, noise=0.0, attention_follows_ffn=False), n_boot=200)
+    ffn = next(a for a in factor_answers(effects, "what") if a.factor == "group ffn")
+    assert ffn.effect == pytest.approx(0.008) and ffn.ci_low == pytest.approx(ffn.ci_high)  # what triggered "clear"
+    assert "clear" not in ffn.verdict and "cannot tell" in ffn.verdict
+    line = next(line for line in answer_lines(effects, "what", "target_dev") if "group ffn" in line)
+    assert "no interval" in line and "+0.008 to +0.008" not in line
+
+
+def test_confounded_factors_are_named_not_credited():
+    from analysis.compute import factor_answers
+
+    effects = factor_effects(_groups_frame(0.05, noise=0.002, attention_follows_ffn=True), n_boot=200)
+    answers = {a.factor: a for a in factor_answers(effects, "what")}
+    assert "confounded with group attention" in answers["group ffn"].verdict
+    assert "confounded with group ffn" in answers["group attention"].verdict
+    independent = {a.factor: a for a in factor_answers(factor_effects(_groups_frame(0.05, 0.002, False), n_boot=200), "what")}
+    assert independent["group ffn"].verdict == "clear"
+
+
+def test_a_sparsity_bin_is_shown_as_the_range_it_holds():
+    from analysis.report import with_bin_ranges
+
+    per_bin = best_per_sparsity_bin(frame([(0.7, 20), (0.8, 40), (0.9, 500)], seed=[0, 0, 0]), width=0.1)
+    shown = with_bin_ranges(per_bin, 0.1)
+    assert "0.95-1.00" in set(shown["sparsity"]) and "0.45-0.55" in set(shown["sparsity"])
+    assert "sparsity_bin" not in shown and not (shown["sparsity"] == "1.00").any()
+
+
+def test_the_front_line_claims_no_quality_beyond_what_each_point_reached():
+    from analysis.plots import front_steps
+
+    front = pd.DataFrame({"exact_sparsity": [0.8, 0.5, 0.9], "target_dev": [0.7, 0.9, 0.6]})
+    xs, ys = front_steps(front, "target_dev")
+    assert max(xs) == 0.9 and ys[xs.index(0.9)] == 0.6  # ends at the sparsest point, with its quality
+    for x, y in zip(xs, ys):  # at every sparsity on the line, some front point at least as sparse reaches that quality
+        assert any(s >= x and q >= y for s, q in zip(front["exact_sparsity"], front["target_dev"]))
+    assert ys[1] == 0.7 and xs[1] == 0.5  # past 0.5 the line drops to the next point's quality at once
+
+
+def test_the_effects_plot_draws_no_empty_rows(tmp_path):
+    from analysis.plots import effect_bars, plot_effects
+
+    effects = factor_effects(_groups_frame(0.05, 0.002, False), n_boot=50)
+    with_empty = pd.concat([effects, effects.iloc[:1].assign(level="never matched", effect=np.nan, ci_low=np.nan, ci_high=np.nan)])
+    bars = effect_bars(with_empty)
+    assert len(bars) == len(effects) and bars["effect"].notna().all() and "never matched" not in " ".join(bars["label"])
+    assert plot_effects(with_empty, tmp_path / "effects.png").stat().st_size > 0

@@ -191,7 +191,7 @@ def test_a_trial_that_fails_for_good_fails_the_launch_and_keeps_its_error(cluste
     """The worker dies at step 5 on every attempt (no checkpoint before step 10 to continue from), so the trial
     exhausts its restarts: launch exits non-zero, the error is kept in the experiment, the trial is off the front."""
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
-                 "--name", "broken", *FAST, "--set", "fault_inject_step=5"])
+                 "--name", "broken", "--max-failures", "1", *FAST, "--set", "fault_inject_step=5"])
     captured = capsys.readouterr()
     assert code == 1
     frame = trial_table(str(_experiment(tmp_path, "broken")))
@@ -257,8 +257,13 @@ def test_job_submission_carries_metadata_and_resume_finds_it(cluster, tmp_path, 
     metadata = client.get_job_info(job_id).metadata
     assert metadata["raysearch_experiment"] == "job"
     assert metadata["raysearch_experiment_path"] == str(_experiment(tmp_path, "job"))
+    # the dashboard's jobs are listed with their experiments, so a search can be resumed by the id shown
+    assert main(["jobs", "--dashboard", cluster["dashboard"]]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if job_id in line)
+    assert "job" in listed and "SUCCEEDED" in listed and "1/1" in listed and str(_experiment(tmp_path, "job")) in listed
     assert main(["resume", "--job", job_id, "--dashboard", cluster["dashboard"], "--address", cluster["address"]]) == 0
-    assert f"experiment {_experiment(tmp_path, 'job')}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"experiment {_experiment(tmp_path, 'job')}" in out and "is finished: 1 of 1 trials done" in out
 
 
 def test_invalid_space_fails_before_any_trial(tmp_path, capsys):

@@ -62,6 +62,11 @@ def test_test_and_transfer_dev_are_evaluated_only_where_reported(pair_task, tmp_
     for m in with_test[:-1]:  # every other test evaluation is a new best dev, whose test is reported beside it
         assert m["best_step"] == m["step"] and m["test_at_best_dev"] == m["target_test"]
     assert len(with_test) < len(history)
+    # the dev-best is chosen at the final structure only: fine-tuning (steps 10-12 here), never a pruning-phase model
+    assert all(m["best_step"] >= config.pruning_steps for m in history if "best_step" in m)
+    assert [m["step"] for m in history if m.get("best_step") == m["step"]][0] == config.pruning_steps
+    best = next(m for m in history if m["step"] == history[-1]["best_step"])
+    assert best["exact_sparsity"] == history[-1]["exact_sparsity"]
     every = tiny_train_config(pair_task, max_steps=4, eval_every=2, pruning={"target_sparsity": 0.3, "warmup_steps": 2},
                               transfer={"task": {"source": str(pair_task)}, "preset": "multitask"}, transfer_dev_every_eval=True)
     reporter = MemoryReporter(tmp_path / "every")

@@ -51,3 +51,25 @@ def experiment_of_job(job_id: str, dashboard: str) -> str:
     if not path:
         raise UserInputError("--job", f"job {job_id!r} carries no raysearch metadata", "give a job that `raysearch launch --submit` started")
     return path
+
+
+def list_searches(dashboard: str) -> list[dict]:
+    """The searches a cluster ran as jobs (newest first): job id, experiment, storage, job status, and trials
+    finished of those requested, read from the experiment where this machine can reach its storage."""
+    from ..experiment import read_meta
+    from .status import requested_trials, trial_table
+
+    rows = []
+    jobs = [job for job in _client(dashboard).list_jobs() if (job.metadata or {}).get(META_PATH)]
+    for job in sorted(jobs, key=lambda j: j.start_time or 0, reverse=True):
+        path = job.metadata[META_PATH]
+        row = {"job_id": job.submission_id or job.job_id, "experiment": job.metadata.get(META_EXPERIMENT), "job_status": str(job.status.value),
+               "trials": "?", "storage": path}
+        try:
+            frame, requested = trial_table(path), requested_trials(read_meta(path))
+            done = int((frame["status"] == "TERMINATED").sum()) if len(frame) else 0
+            row["trials"] = f"{done}/{requested}"
+        except (UserInputError, OSError):
+            pass  # storage this machine cannot read, or an experiment not written yet
+        rows.append(row)
+    return rows

@@ -54,6 +54,8 @@ class SearchSettings:
             raise UserInputError("--workers-per-trial", f"must be >= 1, got {self.workers_per_trial}", "give a positive worker count")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise UserInputError("--gpus-per-worker", "resources per worker must be >= 0", "give a non-negative number")
+        if self.max_failures < 0:
+            raise UserInputError("--max-failures", f"must be >= 0, got {self.max_failures}", "give 0 (no restart) or more")
         if self.sampler not in SAMPLERS:
             raise UserInputError("--sampler", f"unknown sampler {self.sampler!r}", f"choose one of {', '.join(SAMPLERS)}")
 

@@ -12,6 +12,16 @@ def trial_table(path: str) -> pd.DataFrame:
     return trial_frame([path])
 
 
+def requested_trials(meta: dict) -> int:
+    """How many trials a search was launched for (a grid: its size, whatever --num-samples said)."""
+    settings = meta.get("settings") or {}
+    if settings.get("sampler") == "grid":
+        from search_spaces import space_from_dict
+
+        return space_from_dict(meta["space"]).grid_size()
+    return int(settings.get("num_samples", 0))
+
+
 def format_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "no trials yet"
