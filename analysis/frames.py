@@ -29,6 +29,9 @@ TRIAL_DIR = re.compile(r"^run_trial_(?P<trial_id>[0-9a-f]{5}_\d{5}|[0-9a-f]+)_(?
 METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_sparsity", "expected_sparsity",
            "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time")
 BEST = ("best_target_dev", "best_step", "test_at_best_dev")
+# a finished trial's exported model (raysearch.distributed.worker): where it is, its sizes, its check against the
+# masked model
+EXPORT = ("export_dir", "export_parameters", "export_prunable_parameters", "export_size_bytes", "export_dev_agreement")
 
 
 def config_columns(config) -> dict:
@@ -182,6 +185,7 @@ def trial_frame(paths) -> pd.DataFrame:
             row.update({f"param/{k}": v for k, v in params.items()})
             row.update({m: final.get(m) for m in METRICS})
             row.update({m: final.get(m) for m in BEST})
+            row.update({m: final.get(m) for m in EXPORT})
             row["complete"] = bool(final) and final.get("step") == row.get("max_steps")
             row["status"] = statuses.get(trial_id, "TERMINATED" if row["complete"] else "UNKNOWN")
             row["error"] = exp.error(trial_id) if row["status"] == "ERROR" else None

@@ -54,7 +54,11 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     front = result.front.copy()
     front["groups"] = [", ".join(coupled_groups(r)) or "–" for _, r in front.iterrows()]
     shown = [c for c in ["experiment", "trial_id", "preset", "coupling", "groups", "transfer_start_fraction", "transfer_weight",
-                         "exact_sparsity", "remaining_params", quality, "target_test"] if c in front]
+                         "exact_sparsity", "remaining_params", quality, "target_test", "export_dir"] if c in front]
+    if "export_dir" in front:  # where each front model is, as `raysearch export` copies it
+        front["export_dir"] = front["export_dir"].map(lambda d: "/".join(str(d).split("/")[-2:]) if isinstance(d, str) else None)
+        front = front.rename(columns={"export_dir": "model"})
+        shown = [("model" if c == "export_dir" else c) for c in shown]
     out += ["## Pareto front (selected on dev)", "", f"![front]({plot_files['front']})", "",
             _table(front[shown], {"remaining_params": ",.0f"}), ""]
 

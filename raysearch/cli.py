@@ -1,13 +1,13 @@
-"""Command line: raysearch train | spaces | launch | resume | status | analyze."""
+"""Command line: raysearch train | spaces | launch | resume | status | jobs | analyze | export."""
 import argparse
 import json
 import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import yaml
 
-from . import __version__
 from .errors import UserInputError
 
 RUN_MARKER = "raysearch_run.json"  # written first into a run folder: the folder is raysearch's from then on
@@ -157,7 +157,7 @@ def _settings(args):
 
     return SearchSettings(num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage,
-                          max_failures=args.max_failures)
+                          max_failures=args.max_failures, keep_finished_checkpoints=args.keep_checkpoints)
 
 
 def cmd_launch(args) -> int:
@@ -192,6 +192,7 @@ def cmd_launch(args) -> int:
                 "--num-samples", str(settings.num_samples), "--workers-per-trial", str(settings.workers_per_trial),
                 "--cpus-per-worker", str(settings.cpus_per_worker), "--gpus-per-worker", str(settings.gpus_per_worker),
                 "--sampler", settings.sampler, "--seed", str(settings.seed), "--max-failures", str(settings.max_failures)]
+        argv += ["--keep-checkpoints"] if settings.keep_finished_checkpoints else []
         argv += [x for kv in args.set for x in ("--set", kv)]
         if settings.optuna_storage:
             argv += ["--optuna-storage", settings.optuna_storage]
@@ -247,8 +248,9 @@ def _print_front(result):
     print(f"Pareto front of {len(result.trials)} trials ({quality} up, remaining parameters down):")
     for _, row in result.front.iterrows():
         how = row["preset"] if row["preset"] != "searched" else row["coupling"]
+        model = row.get("export_dir")
         print(f"  {row['trial_id']}  sparsity {row['exact_sparsity']:.3f}  {quality} {row[quality]:.4f}  {how}  "
-              f"groups {','.join(coupled_groups(row)) or '-'}")
+              f"groups {','.join(coupled_groups(row)) or '-'}" + (f"  model {model}" if isinstance(model, str) else ""))
 
 
 def cmd_resume(args) -> int:
@@ -273,6 +275,19 @@ def cmd_resume(args) -> int:
         print(f"{path} is finished: {len(frame)} of {requested} trials done, nothing to resume (analyse it with `raysearch analyze`)")
         return 0
     return _run_search(args.address, lambda search: search.resume(path, args.optuna_storage), path)
+
+
+def cmd_export(args) -> int:
+    from .models_out import export_models
+
+    cards = export_models(args.experiment, args.trial_ids, args.out, args.latency_batch, args.latency_seq)
+    latency = f"cpu_latency_ms_batch{args.latency_batch}_seq{args.latency_seq}"
+    for card in cards:
+        print(f"{card['trial_id']}: {Path(args.out) / card['trial_id']}  sparsity {card['exact_sparsity']:.3f}  "
+              f"target_dev {card['target_dev']:.4f}  parameters {card['parameters']:,} (encoder prunable {card['encoder_prunable_parameters']:,})  "
+              f"{card['bytes_on_disk'] / 1e6:.1f} MB  {card[latency]:.1f} ms on CPU")
+    print("load one with: import raysearch.hf; AutoModelForSequenceClassification.from_pretrained(DIR)")
+    return 0
 
 
 def cmd_jobs(args) -> int:
@@ -320,7 +335,7 @@ def cmd_analyze(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('raysearch')}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one configuration locally")
     train.add_argument("config", help="YAML config file")
@@ -346,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
     launch.add_argument("--max-failures", type=int, default=2,
                         help="worker restarts per trial after a crash, each from the trial's last checkpoint (default 2)")
+    launch.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep a finished trial's checkpoints (default: only its exported model and results stay)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")
@@ -364,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it)")
     resume.set_defaults(func=cmd_resume)
+
+    export = sub.add_parser("export", help="copy the models of a search's trials (default: its Pareto front) with a card each")
+    export.add_argument("experiment", help="the experiment folder (STORAGE/NAME)")
+    export.add_argument("trial_ids", nargs="*", metavar="TRIAL_ID", help="trials to export (default: the dev-selected Pareto front)")
+    export.add_argument("--out", required=True, help="where the models go, one folder per trial (never overwritten)")
+    export.add_argument("--latency-batch", type=int, default=1, help="batch size of the CPU latency in the card (default 1)")
+    export.add_argument("--latency-seq", type=int, default=128, help="sequence length of the CPU latency in the card (default 128)")
+    export.set_defaults(func=cmd_export)
 
     jobs = sub.add_parser("jobs", help="the searches a cluster ran as Ray Jobs (launch --submit), to resume one by id")
     jobs.add_argument("--dashboard", default="http://127.0.0.1:8265", help="the cluster's dashboard (default: http://127.0.0.1:8265)")

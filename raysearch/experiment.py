@@ -3,7 +3,9 @@
 Besides Tune's files it holds `raysearch_experiment.json` and, per trial, `trial_configs/<trial id>.json`
 (the validated config the trial ran with, written once as the trial starts) and `trial_history/<trial id>.jsonl`
 (every evaluation the trial reported, kept across resumes), both read by the analysis, and for a trial that
-failed for good `trial_errors/<trial id>.txt` (its error, which Tune leaves in Ray's temporary folder).
+failed for good `trial_errors/<trial id>.txt` (its error, which Tune leaves in Ray's temporary folder). A finished
+trial's exported model is `models/<trial id>/` (loadable with transformers' Auto classes, see raysearch.hf), with
+`export.json` beside its weights.
 
 `raysearch launch` writes `raysearch_experiment.json` (space, settings, storage) beside Tune's own files;
 its presence is what makes a folder a raysearch experiment. Reading goes through pyarrow's file
@@ -21,6 +23,8 @@ EXPERIMENT_FILE = "raysearch_experiment.json"
 TRIAL_CONFIGS = "trial_configs"
 TRIAL_HISTORY = "trial_history"
 TRIAL_ERRORS = "trial_errors"
+MODELS = "models"
+EXPORT_CARD = "export.json"  # beside each exported model: the export check and sizes
 
 
 def trial_config_file(trial_id: str) -> str:
@@ -36,6 +40,11 @@ def trial_history_file(trial_id: str) -> str:
 def trial_error_file(trial_id: str) -> str:
     """Where (relative to the experiment folder) the error of a trial that failed for good is kept."""
     return f"{TRIAL_ERRORS}/{trial_id}.txt"
+
+
+def trial_model_dir(trial_id: str) -> str:
+    """Where (relative to the experiment folder) a finished trial's exported model is."""
+    return f"{MODELS}/{trial_id}"
 
 
 def absolute(path: str) -> str:
@@ -84,6 +93,22 @@ class Folder:
         self.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(full) as f:
             f.write(text.encode())
+
+    def upload(self, local_dir: str | Path, name: str):
+        """Copy a local folder into this one (local or remote), as NAME."""
+        full = self._full(name)
+        self.fs.create_dir(full, recursive=True)
+        pafs.copy_files(str(local_dir), full, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+    def download(self, name: str, local_dir: str | Path):
+        """Copy a sub-folder of this one (local or remote) into a local folder."""
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self._full(name), str(local_dir), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
+
+    def delete(self, name: str):
+        """Remove a sub-folder and what it holds (nothing when it is not there)."""
+        if self.exists(name):
+            self.fs.delete_dir(self._full(name))
 
     def _full(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}" if name else self.root

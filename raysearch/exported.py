@@ -1,8 +1,9 @@
 """The exported artefact: a physically pruned target model, its format on disk, and loading it back.
 
-A folder holds `model.safetensors` (the sliced weights), `raysearch_export.json` (the encoder's Hugging Face
-config, the kept units and the head) and the tokenizer. Loading builds a fresh encoder of the saved config,
-re-applies the slicing (`pruning.surgery`) and loads the weights.
+A folder holds `model.safetensors` (the sliced weights), `config.json` (a Hugging Face config of model type
+`raysearch-pruned`: transformers' Auto classes load the folder once `raysearch.hf` is imported),
+`raysearch_export.json` (the encoder's config, the kept units, the head and the sizes) and the tokenizer. Loading
+builds a fresh encoder of the saved config, re-applies the slicing (`pruning.surgery`) and loads the weights.
 """
 import json
 from pathlib import Path
@@ -53,8 +54,9 @@ def save_exported(model: PrunedClassifier, kept: dict, out_dir: str | Path, toke
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, out / WEIGHTS_FILE)
+    save_file(state, out / WEIGHTS_FILE, metadata={"format": "pt"})
     backbone_config = model.backbone.config
+    hf_config(model, kept).save_pretrained(out)  # config.json: what transformers' Auto classes read
     meta = {
         "format": FORMAT,
         "model_type": backbone_config.model_type,
@@ -71,6 +73,16 @@ def save_exported(model: PrunedClassifier, kept: dict, out_dir: str | Path, toke
         tokenizer.save_pretrained(out)
     meta["size_on_disk_bytes"] = (out / WEIGHTS_FILE).stat().st_size
     return meta
+
+
+def hf_config(model: PrunedClassifier, kept: dict):
+    """The exported model's Hugging Face config (raysearch.hf); its labels are the task's (0..n-1)."""
+    from .hf import RaysearchPrunedConfig
+
+    num_labels = model.head.out.out_features
+    return RaysearchPrunedConfig(encoder=model.backbone.config.to_dict(), structure=kept, head_hidden=model.head.out.in_features,
+                                 pooling=model.head.pooling, num_labels=num_labels,
+                                 id2label={i: str(i) for i in range(num_labels)}, label2id={str(i): i for i in range(num_labels)})
 
 
 def load_exported(path: str | Path) -> PrunedClassifier:

@@ -12,15 +12,15 @@ PACKAGES = ("raysearch", "analysis", "search_spaces")
 # lowest first: a module may import from its own layer and the layers below it
 LAYERS = {
     "config": ("raysearch", "raysearch.errors", "raysearch.config", "raysearch.experiment", "raysearch.schedule",
-               "raysearch.metrics", "raysearch.reporting"),
+               "raysearch.metrics", "raysearch.reporting", "raysearch.redact"),
     "model parts": ("raysearch.heads", "raysearch.pruning"),
     "loading": ("raysearch.models", "raysearch.data", "raysearch.synthetic"),
-    "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported"),
+    "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported", "raysearch.hf"),
     "loop": ("raysearch.loop",),
     "search spaces": ("search_spaces",),
     "analysis": ("analysis",),
     "ray glue": ("raysearch.distributed",),
-    "cli": ("raysearch.cli",),
+    "cli": ("raysearch.cli", "raysearch.models_out"),
 }
 
 

@@ -63,6 +63,21 @@ def test_exported_equals_masked(tiny_backbone, tokenizer, tmp_path, sparsity, re
         again = reloaded(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert torch.allclose(again, pruned, atol=1e-6)
 
+    # the Hugging Face way: Auto classes once raysearch.hf is imported, no trust_remote_code; save_pretrained round-trips
+    import raysearch.hf  # noqa: F401
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    auto = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    assert AutoTokenizer.from_pretrained(tmp_path / "model")(*TEXTS, padding=True)["input_ids"] == _batch(tokenizer)["input_ids"].tolist()
+    assert auto.config.num_labels == 3 and auto.config.id2label == {0: "0", 1: "1", 2: "2"}  # the task's labels
+    with torch.no_grad():
+        logits = auto(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert torch.allclose(logits, masked, atol=1e-4)
+    auto.save_pretrained(tmp_path / "again")
+    with torch.no_grad():
+        back = AutoModelForSequenceClassification.from_pretrained(tmp_path / "again").eval()(**{k: v for k, v in batch.items() if k != "labels"})
+    assert torch.allclose(back.logits, logits, atol=1e-6)
+
 
 def test_hidden_dimension_pruning_shrinks_every_matrix(tiny_backbone):
     shape = EncoderShape.from_hf_config(tiny_backbone.config)

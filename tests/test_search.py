@@ -151,6 +151,32 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path):
     report = (out / "report.md").read_text()
     assert "## Pareto front (selected on dev)" in report and "Test minus dev over the dev-selected front" in report
     assert frame["target_test"].notna().all()
+    assert "| model |" in report and "models/" in report  # the front names where each model is
+    _every_trial_left_a_model(experiment, frame, tmp_path)
+
+
+def _every_trial_left_a_model(experiment: Path, frame, tmp_path: Path):
+    """Each finished trial exported its model into the experiment (loadable with the Auto classes, its export check in
+    its results), its checkpoints are gone, and `raysearch export` copies the front's models with a card each."""
+    import raysearch.hf  # noqa: F401
+    from transformers import AutoModelForSequenceClassification
+
+    for trial_id in frame["trial_id"]:
+        model_dir = experiment / "models" / trial_id
+        card = json.loads((model_dir / "export.json").read_text())
+        assert card["export_dev_agreement"] > 0.95 and card["export_max_logit_diff"] < 1e-3
+        assert AutoModelForSequenceClassification.from_pretrained(model_dir).num_parameters() == card["export_parameters"]
+        assert not list((experiment / "train_runs" / f"trial_{trial_id}").glob("checkpoint_*"))  # disk: no checkpoint kept
+    assert frame["export_dir"].notna().all()
+    out = tmp_path / "shipped"
+    assert main(["export", str(experiment), "--out", str(out)]) == 0
+    shipped = sorted(p.name for p in out.iterdir())
+    assert shipped and set(shipped) <= set(frame["trial_id"])
+    for trial_id in shipped:
+        card = json.loads((out / trial_id / "card.json").read_text())
+        assert card["parameters"] > card["encoder_prunable_parameters"] > 0 and card["bytes_on_disk"] > 0
+        assert card["config"]["seed"] == int(frame.set_index("trial_id").loc[trial_id, "seed"])
+    assert main(["export", str(experiment), "--out", str(out)]) == 2  # never over what is there
 
 
 def test_tune_random_search_baseline(cluster, tmp_path):
@@ -241,6 +267,9 @@ def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch):
     # trial that continued from a checkpoint holds only what came after)
     history = history_frame(str(path))
     assert history.groupby("trial_id")["step"].apply(sorted).map(tuple).to_dict() == dict.fromkeys(frame["trial_id"], (10, 20))
+    # the models of a resumed experiment export too
+    assert main(["export", path.name, frame["trial_id"].iloc[0], "--out", str(tmp_path / "shipped")]) == 0
+    assert (tmp_path / "shipped" / frame["trial_id"].iloc[0] / "card.json").is_file()
 
 
 def test_job_submission_carries_metadata_and_resume_finds_it(cluster, tmp_path, capsys):

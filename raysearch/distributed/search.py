@@ -44,7 +44,8 @@ class SearchSettings:
     sampler: str = "tpe"
     seed: int = 0
     max_failures: int = 2  # worker restarts per trial, each from the trial's last checkpoint
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 1  # per running trial: what a restart needs
+    keep_finished_checkpoints: bool = False  # a finished trial keeps its exported model; its checkpoints go unless asked
     optuna_storage: str | None = None
 
     def __post_init__(self):
@@ -73,7 +74,7 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config},
+        train_loop_config={"config": config, "experiment": experiment, "trial_id": trial_id},
         scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"trial_{trial_id}",  # stable: a restarted trial finds its own checkpoints
@@ -84,6 +85,8 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
         ),
     )
     trainer.fit()
+    if not s.keep_finished_checkpoints:  # finished: its exported model and results stay, its checkpoints go
+        Folder(train_storage).delete(f"trial_{trial_id}")
 
 
 def _trainable(meta: dict, experiment: str):
@@ -157,6 +160,10 @@ class FrontProgress(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """A line per evaluation, so that a long trial shows it is alive; one when a trial's worker restarted."""
         if "step" not in result:
+            return
+        if "export_dir" in result:
+            self.print(f"[raysearch] trial {trial.trial_id} exported its model: {result['export_dir']} "
+                       f"(agrees with the masked model on {result.get('export_dev_agreement', float('nan')):.1%} of dev)")
             return
         if result.get("resumed_from_step") is not None:
             self.print(f"[raysearch] trial {trial.trial_id} restarted: it continues from its step-{result['resumed_from_step']} checkpoint")

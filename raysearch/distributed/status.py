@@ -3,7 +3,7 @@ import time
 
 import pandas as pd
 
-COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remaining_params")
+COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remaining_params", "model")
 
 
 def trial_table(path: str) -> pd.DataFrame:
@@ -25,6 +25,8 @@ def requested_trials(meta: dict) -> int:
 def format_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "no trials yet"
+    if "export_dir" in frame:  # the exported model of a finished trial, relative to the experiment
+        frame = frame.assign(model=frame["export_dir"].map(lambda d: "/".join(d.split("/")[-2:]) if isinstance(d, str) else "-"))
     shown = frame[[c for c in COLUMNS if c in frame]].copy()
     for column, fmt in (("target_dev", "{:.4f}"), ("exact_sparsity", "{:.3f}"), ("remaining_params", "{:,.0f}"), ("step", "{:.0f}")):
         shown[column] = shown[column].map(lambda v, f=fmt: "-" if v is None or pd.isna(v) else f.format(v))

@@ -1,0 +1,108 @@
+"""`raysearch export`: models out of a finished (or resumed) search, each with a card saying what it is.
+
+    raysearch export runs/rte-hww --out shipped/          # the dev-selected Pareto front
+    raysearch export runs/rte-hww 1a2b3c4d --out shipped/  # chosen trials
+
+Each finished trial exported its pruned model into `EXPERIMENT/models/<trial id>/`; this copies it (or, for a trial
+that has no export but still has its checkpoints, re-creates it from the newest one) into OUT/<trial id>/ and writes
+`card.json` beside it: the trial's config, dev/test quality, sparsity, parameters (the encoder's prunable ones, and
+all of them, embeddings included), bytes on disk and CPU latency. The folders load with transformers' Auto classes
+once `raysearch.hf` is imported.
+"""
+import json
+import statistics
+import time
+from pathlib import Path
+
+from .errors import UserInputError
+from .experiment import EXPORT_CARD, Folder, read_meta, trial_config_file, trial_model_dir
+
+CARD = "card.json"
+CARD_METRICS = ("target_dev", "target_test", "best_target_dev", "best_step", "exact_sparsity", "remaining_params", "full_params")
+
+
+def export_models(experiment: str, trial_ids: list[str], out: str | Path, latency_batch: int = 1, latency_seq: int = 128) -> list[dict]:
+    """Copy or re-create the models of `trial_ids` (default: the dev-selected front) into OUT; returns their cards."""
+    from analysis import analyze_experiments
+    from analysis.frames import trial_frame
+
+    folder, out = Folder(experiment), Path(out)
+    trials = trial_frame([experiment]).set_index("trial_id")
+    if not trial_ids:
+        trial_ids = list(analyze_experiments([experiment]).front["trial_id"])
+    unknown = [t for t in trial_ids if t not in trials.index]
+    if unknown:
+        raise UserInputError("TRIAL_ID", f"{', '.join(unknown)} not in {experiment}", f"choose from {', '.join(trials.index)}")
+    unfinished = [t for t in trial_ids if not trials.loc[t, "complete"]]
+    if unfinished:
+        raise UserInputError("TRIAL_ID", f"{', '.join(unfinished)} has not finished", "resume the experiment first, or pick a finished trial")
+    taken = [str(out / t) for t in trial_ids if (out / t).exists()]
+    if taken:  # never overwrite what a user has
+        raise UserInputError("--out", f"{', '.join(taken)} already exists", "choose another --out, or move those folders away")
+    cards = []
+    for trial_id in trial_ids:
+        target = out / trial_id
+        if folder.exists(trial_model_dir(trial_id)):
+            folder.download(trial_model_dir(trial_id), target)
+        else:
+            _recreate(experiment, trial_id, target)
+        cards.append(_write_card(folder, trials.loc[trial_id], trial_id, target, latency_batch, latency_seq))
+    return cards
+
+
+def _recreate(experiment: str, trial_id: str, target: Path):
+    """Export again from the trial's newest checkpoint (an experiment from before trials exported, or kept checkpoints)."""
+    from .config import config_from_dict
+    from .loop import JointTrainer, export_target, newest_intact_checkpoint
+
+    train_runs = Path(read_meta(experiment).get("train_storage", f"{experiment}/train_runs")) / f"trial_{trial_id}"
+    checkpoints = sorted(train_runs.glob("checkpoint_*")) if "://" not in str(train_runs) else []
+    directory, state = newest_intact_checkpoint(checkpoints)
+    if state is None:
+        raise UserInputError(trial_id, "has no exported model and no checkpoint to export from",
+                             "re-run it with `raysearch train EXPERIMENT/trial_configs/ID.json`")
+    config = config_from_dict(json.loads(Folder(experiment).read_text(trial_config_file(trial_id))))
+    trainer = JointTrainer(config)
+    trainer.load_state_dict(state, source=str(directory))
+    card = export_target(trainer, target)
+    (target / EXPORT_CARD).write_text(json.dumps({k: v for k, v in card.items() if k != "export_dir"}, indent=1))
+
+
+def _write_card(folder: Folder, trial, trial_id: str, target: Path, batch: int, seq: int) -> dict:
+    export = json.loads((target / EXPORT_CARD).read_text()) if (target / EXPORT_CARD).is_file() else {}
+    config = json.loads(folder.read_text(trial_config_file(trial_id))) if folder.exists(trial_config_file(trial_id)) else None
+    card = {"trial_id": trial_id, "experiment": folder.path, **{m: _plain(trial.get(m)) for m in CARD_METRICS},
+            "parameters": export.get("export_parameters"), "encoder_prunable_parameters": export.get("export_prunable_parameters"),
+            "bytes_on_disk": sum(p.stat().st_size for p in target.rglob("*") if p.is_file()),
+            "export_dev_agreement": export.get("export_dev_agreement"),
+            f"cpu_latency_ms_batch{batch}_seq{seq}": round(latency_ms(target, batch, seq), 3), "config": config}
+    (target / CARD).write_text(json.dumps(card, indent=1))
+    return card
+
+
+def latency_ms(model_dir: str | Path, batch: int = 1, seq: int = 128, warmup: int = 3, repeats: int = 20) -> float:
+    """Median forward time of an exported model on this machine's CPU (random token ids), in milliseconds."""
+    import torch
+
+    from .exported import load_exported
+
+    model = load_exported(model_dir)
+    vocab = model.backbone.config.vocab_size
+    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            started = time.perf_counter()
+            model(ids, mask, torch.zeros_like(ids))
+            if i >= warmup:
+                times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _plain(value):
+    """A frame value as JSON has it (numpy scalars and NaN made plain)."""
+    if value is None:
+        return None
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and value != value else value
