@@ -51,6 +51,13 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
            f"{result.reference} (quality 0 and the dense model's prunable parameters); hypervolume is in units of "
            f"quality x sparsity, so 1.0 would be a perfect model with no prunable parameters left.", ""]
 
+    if "sparsity_off_target" in t:
+        off = t[t["sparsity_off_target"].abs() > 0.01]
+        if len(off):
+            out += [f"{len(off)} trial(s) ended more than 0.01 away from their target sparsity (the controller did not land it; "
+                    "a longer warm-up usually does): " + ", ".join(f"{r.trial_id} {r.exact_sparsity:.3f} for {r.target_sparsity:.2f}"
+                                                                  for r in off.itertuples()) + ".", ""]
+
     front = result.front.copy()
     front["groups"] = [", ".join(coupled_groups(r)) or "–" for _, r in front.iterrows()]
     shown = [c for c in ["experiment", "trial_id", "preset", "coupling", "groups", "transfer_start_fraction", "transfer_weight",

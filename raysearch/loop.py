@@ -8,6 +8,7 @@ same function with their rank.
 """
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -220,6 +221,8 @@ class JointTrainer:
             lambda_2=self.model.lagrangians["target"].lambda_2.item(),
             wall_time=self.elapsed,
         )
+        if final:  # how far the structure the run ends with is from the sparsity it was asked for
+            metrics["sparsity_off_target"] = metrics["exact_sparsity"] - self.config.pruning.target_sparsity
         if self.teacher_info:
             metrics["teacher_dev"] = self.teacher_info.get("target_dev")
         if self.resumed_from is not None:  # so that a search can say that a trial's worker restarted
@@ -358,9 +361,28 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if final is None:  # resumed from the last step's checkpoint: only its final evaluation is left
         final = trainer.evaluate(final=True) if rank == 0 else None
         reporter.report(final, None)
+    if rank == 0:
+        warn_if_off_target(final, config)
     if export_dir is not None and rank == 0:
         final.update(export_target(trainer, Path(export_dir)))
     return final
+
+
+SPARSITY_TOLERANCE = 0.01
+
+
+def warn_if_off_target(final: dict, config: TrainConfig, warn=None) -> str | None:
+    """A run that ends more than SPARSITY_TOLERANCE away from its target sparsity says so, with the figures (short
+    warm-ups overshoot: MiniLM with 40 warm-up steps of 80 at target 0.6 ended at 0.76-0.81)."""
+    off = final.get("sparsity_off_target")
+    if off is None or abs(off) <= SPARSITY_TOLERANCE:
+        return None
+    p = config.pruning
+    line = (f"raysearch: warning: the run ended at exact sparsity {final['exact_sparsity']:.3f} for a target of {p.target_sparsity:.3f} "
+            f"(expected {final['expected_sparsity']:.3f}); a longer warm-up (pruning.warmup_steps, now {p.warmup_steps} of "
+            f"{config.max_steps} steps) gives the controller time to land it")
+    (warn or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
+    return line
 
 
 def set_threads(cpus: float):

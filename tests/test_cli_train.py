@@ -1,6 +1,7 @@
 """`raysearch train` end to end on a tiny model: outputs, export check, resume."""
 import json
 
+import pytest
 import yaml
 
 from raysearch.cli import main
@@ -35,7 +36,23 @@ def test_train_writes_metrics_checkpoints_and_exported_model(tmp_path, pair_task
     assert final["export_prunable_parameters"] == final["remaining_params"]
     assert (out / "checkpoints" / "step_000006" / "checkpoint.pt").is_file()
     assert load_exported(out / "model").head.out.out_features == 2
-    assert '"exact_sparsity"' in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert '"exact_sparsity"' in captured.out
+    # a run that ends away from its target sparsity says so, with the figures (this 6-step run is short for it)
+    assert final["sparsity_off_target"] == pytest.approx(final["exact_sparsity"] - 0.4)
+    assert ("warning: the run ended at exact sparsity" in captured.err) == (abs(final["sparsity_off_target"]) > 0.01)
+
+
+def test_a_run_off_its_target_sparsity_warns_with_the_figures(pair_task, tmp_path):
+    from raysearch.config import config_from_dict
+    from raysearch.loop import warn_if_off_target
+
+    config = config_from_dict(yaml.safe_load(_config(tmp_path, pair_task, 80).read_text()))
+    lines = []
+    off = {"exact_sparsity": 0.781, "expected_sparsity": 0.62, "sparsity_off_target": 0.381}
+    assert warn_if_off_target(off, config, lines.append) == lines[0]
+    assert "exact sparsity 0.781 for a target of 0.400 (expected 0.620)" in lines[0] and "now 4 of 80 steps" in lines[0]
+    assert warn_if_off_target({**off, "sparsity_off_target": 0.009}, config, lines.append) is None and len(lines) == 1
 
 
 def test_resume_continues_a_stopped_run(tmp_path, pair_task):
