@@ -27,7 +27,8 @@ from search_spaces import space_from_dict
 TRIAL_DIR = re.compile(r"^run_trial_(?P<trial_id>[0-9a-f]{5}_\d{5}|[0-9a-f]+)_(?P<index>\d+)_")
 # metrics of one evaluation, as the loop reports them (history columns, and the trial's final values)
 METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_sparsity", "expected_sparsity",
-           "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time", "sparsity_off_target")
+           "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time", "sparsity_off_target",
+           "latency_ms")
 BEST = ("best_target_dev", "best_step", "test_at_best_dev")
 # a finished trial's exported model (raysearch.distributed.worker): where it is, its sizes, its check against the
 # masked model

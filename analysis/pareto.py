@@ -9,7 +9,8 @@ quality up, exact remaining parameters down.
 Hypervolume reference point (documented choice): quality 0 and the dense model's prunable
 parameters (`full_params`, sparsity 0). Hypervolume is then reported divided by `full_params`, i.e.
 in units of quality x sparsity: 1.0 would be a perfect model with no prunable parameters left, and a
-dense model of any quality adds nothing. Pass `reference=` for other objectives or another point.
+dense model of any quality adds nothing. A latency objective (`latency_ms`, min) takes the slowest trial's latency
+as its reference and scale. Pass `reference=` for other objectives or another point.
 """
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ def check_objectives(frame: pd.DataFrame, objectives: Objectives):
         if column not in frame.columns:
             raise UserInputError(f"objective {column}", "no such column in the trial frame",
                                  f"choose from: {', '.join(c for c in frame.columns if not c.startswith('param/'))}")
+        if len(frame) and pd.to_numeric(frame[column], errors="coerce").isna().all():
+            raise UserInputError(f"objective {column}", "no trial reported it",
+                                 "choose a metric the trials report (latency_ms is measured when a space names it as an objective)")
 
 
 def _points(frame: pd.DataFrame, objectives: Objectives) -> tuple[np.ndarray, np.ndarray]:
@@ -83,16 +87,22 @@ def default_reference(frame: pd.DataFrame, objectives: Objectives) -> list[float
             ref.append(float(frame["full_params"].max()))
         elif column == "exact_sparsity" and mode == "max":
             ref.append(0.0)
+        elif column == "latency_ms" and mode == "min" and column in frame and frame[column].notna().any():
+            ref.append(float(frame[column].max()))  # the slowest trial: a dense model's latency is not measured
         else:
             raise UserInputError(f"objective {column}", "has no default hypervolume reference point", "pass reference=[...] with one value per objective")
     return ref
 
 
 def _scale(frame: pd.DataFrame, objectives: Objectives) -> float:
-    """Parameter counts are divided by the dense count, so hypervolumes read as quality x sparsity."""
+    """Parameter counts are divided by the dense count, so hypervolumes read as quality x sparsity; latencies by
+    the slowest trial's, so they read as quality x share of that latency saved."""
+    scale = 1.0
     if any(c == "remaining_params" for c, _ in objectives) and "full_params" in frame and frame["full_params"].notna().any():
-        return float(frame["full_params"].max())
-    return 1.0
+        scale *= float(frame["full_params"].max())
+    if any(c == "latency_ms" for c, _ in objectives) and "latency_ms" in frame and frame["latency_ms"].notna().any():
+        scale *= float(frame["latency_ms"].max())
+    return scale
 
 
 def hypervolume(frame: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES, reference=None) -> float:

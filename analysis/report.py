@@ -52,7 +52,7 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
            f"quality x sparsity, so 1.0 would be a perfect model with no prunable parameters left.", ""]
 
     if "sparsity_off_target" in t:
-        off = t[t["sparsity_off_target"].abs() > 0.01]
+        off = t[pd.to_numeric(t["sparsity_off_target"], errors="coerce").abs() > 0.01]
         if len(off):
             out += [f"{len(off)} trial(s) ended more than 0.01 away from their target sparsity (the controller did not land it; "
                     "a longer warm-up usually does): " + ", ".join(f"{r.trial_id} {r.exact_sparsity:.3f} for {r.target_sparsity:.2f}"

@@ -199,12 +199,32 @@ class DistillConfig:
 
 
 @dataclass
+class LatencyConfig:
+    """Inference latency of the model each evaluation would export (a search objective: `latency_ms`, min). Measured
+    on the trial's device: `warmup` forward passes, then the median of `repeats`, of a batch of `batch_size` x
+    `seq_len` token ids through the physically pruned model."""
+
+    enabled: bool = False
+    batch_size: int = 1
+    seq_len: int = 128
+    warmup: int = 2
+    repeats: int = 10
+
+    def __post_init__(self):
+        _check(isinstance(self.enabled, bool), "latency.enabled", f"must be true or false, got {self.enabled!r}", "write true or false")
+        for name in ("batch_size", "seq_len", "repeats"):
+            _check(getattr(self, name) >= 1, f"latency.{name}", f"must be >= 1, got {getattr(self, name)}", "give a positive integer")
+        _check(self.warmup >= 0, "latency.warmup", f"must be >= 0, got {self.warmup}", "give 0 or more")
+
+
+@dataclass
 class TrainConfig:
     target: TaskConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     max_steps: int = 300
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -344,6 +364,7 @@ _NESTED = {
     (TrainConfig, "transfer"): TransferConfig,
     (TrainConfig, "pruning"): PruningConfig,
     (TrainConfig, "distill"): DistillConfig,
+    (TrainConfig, "latency"): LatencyConfig,
     (TransferConfig, "task"): TaskConfig,
 }
 

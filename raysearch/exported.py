@@ -6,6 +6,8 @@ A folder holds `model.safetensors` (the sliced weights), `config.json` (a Huggin
 builds a fresh encoder of the saved config, re-applies the slicing (`pruning.surgery`) and loads the weights.
 """
 import json
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -100,3 +102,24 @@ def load_exported(path: str | Path) -> PrunedClassifier:
     model = PrunedClassifier(backbone, head)
     model.load_state_dict(load_file(path / WEIGHTS_FILE), strict=True)
     return model.eval()
+
+
+def measure_latency(model: PrunedClassifier, batch_size: int = 1, seq_len: int = 128, warmup: int = 2, repeats: int = 10,
+                    device: str | torch.device = "cpu") -> float:
+    """Median forward time in milliseconds of a batch of random token ids (after `warmup` passes), on `device`."""
+    model = model.to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.backbone.config.vocab_size, (batch_size, seq_len), generator=generator).to(device)
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            model(ids, mask, types)
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)

@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .distill.loss import HiddenProjection, distilled_target_loss
 from .distill.teacher import load_or_train_teacher
 from .errors import UserInputError
-from .exported import export_classifier, save_exported
+from .exported import export_classifier, measure_latency, save_exported
 from .heads import ClassificationHead, MLMHead
 from .models import check_model, load_backbone, load_tokenizer
 from .pruning import EncoderShape, SparsityController, exact_remaining
@@ -221,6 +221,8 @@ class JointTrainer:
             lambda_2=self.model.lagrangians["target"].lambda_2.item(),
             wall_time=self.elapsed,
         )
+        if self.config.latency.enabled:  # of the model this evaluation's structure exports to
+            metrics["latency_ms"] = self.latency_ms(z)
         if final:  # how far the structure the run ends with is from the sparsity it was asked for
             metrics["sparsity_off_target"] = metrics["exact_sparsity"] - self.config.pruning.target_sparsity
         if self.teacher_info:
@@ -234,6 +236,14 @@ class JointTrainer:
                 self.best["test_at_best_dev"] = metrics["target_test"]
         metrics.update(self.best)
         return metrics
+
+    def latency_ms(self, z: dict) -> float:
+        """Inference latency of the physically pruned target model with gates `z`, on the trial's device (inputs
+        no longer than the model's max_seq_length, which real inputs never exceed)."""
+        exported, _ = export_classifier(self.model.target, z)
+        latency = self.config.latency
+        return measure_latency(exported, latency.batch_size, min(latency.seq_len, self.config.model.max_seq_length),
+                               latency.warmup, latency.repeats, self.device)
 
     def _is_new_best(self, dev: float) -> bool:
         """Selection on dev among evaluations at the final structure only (the fine-tuning phase, gates frozen): an

@@ -10,8 +10,6 @@ all of them, embeddings included), bytes on disk and CPU latency. The folders lo
 once `raysearch.hf` is imported.
 """
 import json
-import statistics
-import time
 from pathlib import Path
 
 from .errors import UserInputError
@@ -80,24 +78,11 @@ def _write_card(folder: Folder, trial, trial_id: str, target: Path, batch: int, 
     return card
 
 
-def latency_ms(model_dir: str | Path, batch: int = 1, seq: int = 128, warmup: int = 3, repeats: int = 20) -> float:
-    """Median forward time of an exported model on this machine's CPU (random token ids), in milliseconds."""
-    import torch
+def latency_ms(model_dir: str | Path, batch: int = 1, seq: int = 128) -> float:
+    """Median CPU forward time of an exported model, in milliseconds (raysearch.exported.measure_latency)."""
+    from .exported import load_exported, measure_latency
 
-    from .exported import load_exported
-
-    model = load_exported(model_dir)
-    vocab = model.backbone.config.vocab_size
-    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            started = time.perf_counter()
-            model(ids, mask, torch.zeros_like(ids))
-            if i >= warmup:
-                times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return measure_latency(load_exported(model_dir), batch, seq, warmup=3, repeats=20)
 
 
 def _plain(value):

@@ -4,6 +4,7 @@ A space file has
     description: one line
     base: a trial config (the sections of `raysearch train` YAML), or base_file: a path to one
     objectives: [{metric: target_dev, mode: max}, {metric: remaining_params, mode: min}]   (default)
+                (`latency_ms`, min: the exported model's inference latency, measured at every evaluation)
     parameters: {dotted.config.key: spec, ...}
 A spec is one of
     {choices: [a, b, ...]}                          categorical
@@ -284,6 +285,9 @@ def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace
     for i, objective in enumerate(objectives):
         if not isinstance(objective, dict) or objective.get("mode") not in ("max", "min") or not objective.get("metric"):
             problems.append(f"objectives[{i}]: give {{metric: NAME, mode: max|min}}")
+    if any(isinstance(o, dict) and o.get("metric") == "latency_ms" for o in objectives):
+        # a latency objective needs every evaluation to measure it
+        base = {**base, "latency": {**(base.get("latency") or {}), "enabled": True}}
     if base and not problems:
         try:  # the base must be a valid trial config by itself
             config_from_dict(base)

@@ -305,7 +305,8 @@ def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tm
     (["ftp2://host/exp"], "Unrecognized filesystem type"),
     (["{exp}", "--bin-width", "0"], "--bin-width: must be in (0, 1], got 0.0"),
     (["{exp}", "--bin-width", "-0.1"], "--bin-width: must be in (0, 1]"),
-    (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no such column"),
+    (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no trial reported it"),
+    (["{exp}", "--objective", "wall_clock:min"], "objective wall_clock: no such column"),
     (["{exp}", "--objective", "target_dev"], "--objective: 'target_dev' has no direction"),
 ])
 def test_bad_analyze_input_is_one_line(tmp_path, capsys, args, message):

@@ -62,3 +62,14 @@ def test_resume_continues_a_stopped_run(tmp_path, pair_task):
     assert main(["train", str(_config(tmp_path, pair_task, 6)), "--output-dir", str(out), "--quiet", "--resume",
                  "--set", "max_steps=9"]) == 0
     assert [m["step"] for m in read_metrics(out)] == [3, 6, 9]
+
+
+def test_latency_is_measured_at_every_evaluation_when_asked(tmp_path, pair_task):
+    out = tmp_path / "run"
+    assert main(["train", str(_config(tmp_path, pair_task, 6)), "--output-dir", str(out), "--quiet",
+                 "--set", "latency.enabled=true", "--set", "latency.repeats=2"]) == 0
+    metrics = read_metrics(out)
+    assert len(metrics) == 2 and all(m["latency_ms"] > 0 for m in metrics)
+    out = tmp_path / "plain"
+    assert main(["train", str(_config(tmp_path, pair_task, 6)), "--output-dir", str(out), "--quiet"]) == 0
+    assert all("latency_ms" not in m for m in read_metrics(out))  # off by default: it costs an export per evaluation

@@ -179,6 +179,24 @@ def _every_trial_left_a_model(experiment: Path, frame, tmp_path: Path):
     assert main(["export", str(experiment), "--out", str(out)]) == 2  # never over what is there
 
 
+def test_latency_as_a_search_objective(cluster, tmp_path):
+    """A space may minimise the exported model's latency instead of its parameters: every evaluation measures it,
+    Optuna and the progress lines get it, and the analysis builds its fronts on it."""
+    import yaml
+
+    space = load_space("demo").to_dict()
+    space["objectives"] = [{"metric": "target_dev", "mode": "max"}, {"metric": "latency_ms", "mode": "min"}]
+    path = tmp_path / "latency.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "objectives", "parameters")}))
+    code = main(["launch", str(path), "--address", cluster["address"], "--num-samples", "2", "--storage-path", str(tmp_path / "exp"),
+                 "--name", "latency", *FAST, "--set", "latency.repeats=3"])
+    assert code == 0
+    history = history_frame(str(_experiment(tmp_path, "latency")))
+    assert (history["latency_ms"] > 0).all()  # measured at every evaluation
+    report = (_experiment(tmp_path, "latency") / "analysis" / "report.md").read_text()
+    assert "latency_ms" in report and "## Pareto front (selected on dev)" in report
+
+
 def test_tune_random_search_baseline(cluster, tmp_path):
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "2", "--sampler", "random", "--seed", "3",
                  "--storage-path", str(tmp_path / "exp"), "--name", "random", *FAST])
