@@ -1,13 +1,16 @@
-"""Latency of exported pruned models vs the dense model, beside the remaining-parameter ratio.
+"""Latency of exported pruned models vs the dense model, beside the remaining-parameter ratio; PyTorch and ONNX
+Runtime side by side.
 
 MiniLM-L6 (packaged), CPU, batch 32, sequence 128, inference mode. For each sparsity a structure is made
 by keeping the top-scoring heads and FFN units (random scores, one global keep fraction found by bisection
-so that the exact encoder sparsity hits the target), exported, and timed against the dense export.
+so that the exact encoder sparsity hits the target), exported, and timed against the dense export; then the
+same model as ONNX (`raysearch export --onnx`, checked against PyTorch) under ONNX Runtime on the same inputs.
 
     python bench/export_latency.py [--repeats 10] [--batch 32] [--seq 128]
 """
 import argparse
 import statistics
+import tempfile
 import time
 
 import torch
@@ -16,7 +19,7 @@ from raysearch.config import ModelConfig
 from raysearch.heads import ClassificationHead
 from raysearch.models import load_backbone, load_tokenizer
 from raysearch.pruning import EncoderShape, GatedEncoder, GateSet, exact_remaining
-from raysearch.exported import export_classifier
+from raysearch.exported import ONNX_FILE, export_classifier, export_onnx
 from raysearch.pruning.surgery import count_prunable_params
 from raysearch.transfer.joint import Branch
 
@@ -52,6 +55,26 @@ def latency(model, batch, repeats: int) -> float:
     return statistics.median(times)
 
 
+def onnx_latency(model, batch, repeats: int) -> tuple[float, float]:
+    """(median seconds under ONNX Runtime on the CPU, largest logit difference from PyTorch) of an exported model."""
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as folder:
+        check = export_onnx(model, folder)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same CPUs as PyTorch gets
+        session = onnxruntime.InferenceSession(f"{folder}/{ONNX_FILE}", options, providers=["CPUExecutionProvider"])
+        feeds = {k: v.numpy() for k, v in batch.items()}
+        for _ in range(2):
+            session.run(None, feeds)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            session.run(None, feeds)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times), check["onnx_max_logit_diff"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
@@ -72,16 +95,19 @@ def main():
     full = {k: torch.ones_like(v) for k, v in structure_at(shape, 0.0).items()}
     dense, _ = export_classifier(branch, full)
     dense_time = latency(dense, batch, args.repeats)
+    dense_onnx, diff = onnx_latency(dense, batch, args.repeats)
     print(f"MiniLM-L6, CPU ({torch.get_num_threads()} threads), batch {args.batch}, seq {args.seq}, median of {args.repeats}")
-    print("| sparsity (exact) | params ratio | latency (ms) | latency ratio | latency ratio / params ratio |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| 0.00 (dense) | 1.000 | {dense_time * 1e3:.1f} | 1.000 | 1.00 |")
+    print("| sparsity (exact) | params ratio | latency (ms) | latency ratio | latency ratio / params ratio | ONNX Runtime (ms) | ONNX ratio | ONNX max logit diff |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| 0.00 (dense) | 1.000 | {dense_time * 1e3:.1f} | 1.000 | 1.00 | {dense_onnx * 1e3:.1f} | 1.000 | {diff:.1e} |")
     for sparsity in args.sparsities:
         z = structure_at(shape, sparsity)
         pruned, _ = export_classifier(branch, z)
         ratio = count_prunable_params(pruned.backbone) / shape.full_prunable_params
         t = latency(pruned, batch, args.repeats)
-        print(f"| {1 - ratio:.2f} | {ratio:.3f} | {t * 1e3:.1f} | {t / dense_time:.3f} | {t / dense_time / ratio:.2f} |")
+        t_onnx, diff = onnx_latency(pruned, batch, args.repeats)
+        print(f"| {1 - ratio:.2f} | {ratio:.3f} | {t * 1e3:.1f} | {t / dense_time:.3f} | {t / dense_time / ratio:.2f} | "
+              f"{t_onnx * 1e3:.1f} | {t_onnx / dense_onnx:.3f} | {diff:.1e} |")
     print("target: latency ratio within 1.25x of the parameter ratio (last column <= 1.25)")
 
 

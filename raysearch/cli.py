@@ -280,12 +280,13 @@ def cmd_resume(args) -> int:
 def cmd_export(args) -> int:
     from .models_out import export_models
 
-    cards = export_models(args.experiment, args.trial_ids, args.out, args.latency_batch, args.latency_seq)
+    cards = export_models(args.experiment, args.trial_ids, args.out, args.latency_batch, args.latency_seq, args.onnx)
     latency = f"cpu_latency_ms_batch{args.latency_batch}_seq{args.latency_seq}"
     for card in cards:
         print(f"{card['trial_id']}: {Path(args.out) / card['trial_id']}  sparsity {card['exact_sparsity']:.3f}  "
               f"target_dev {card['target_dev']:.4f}  parameters {card['parameters']:,} (encoder prunable {card['encoder_prunable_parameters']:,})  "
-              f"{card['bytes_on_disk'] / 1e6:.1f} MB  {card[latency]:.1f} ms on CPU")
+              f"{card['bytes_on_disk'] / 1e6:.1f} MB  {card[latency]:.1f} ms on CPU"
+              + (f"  (ONNX: {card['onnx_cpu_latency_ms']:.1f} ms, max logit diff {card['onnx_max_logit_diff']:.1e})" if args.onnx else ""))
     print("load one with: import raysearch.hf; AutoModelForSequenceClassification.from_pretrained(DIR)")
     return 0
 
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="where the models go, one folder per trial (never overwritten)")
     export.add_argument("--latency-batch", type=int, default=1, help="batch size of the CPU latency in the card (default 1)")
     export.add_argument("--latency-seq", type=int, default=128, help="sequence length of the CPU latency in the card (default 128)")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch (needs raysearch[onnx])")
     export.set_defaults(func=cmd_export)
 
     jobs = sub.add_parser("jobs", help="the searches a cluster ran as Ray Jobs (launch --submit), to resume one by id")

@@ -8,6 +8,7 @@ builds a fresh encoder of the saved config, re-applies the slicing (`pruning.sur
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -123,3 +124,45 @@ def measure_latency(model: PrunedClassifier, batch_size: int = 1, seq_len: int =
             if i >= warmup:
                 times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
+
+
+ONNX_FILE = "model.onnx"
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export_onnx(model: PrunedClassifier, out_dir: str | Path, seq_len: int = 16) -> dict:
+    """`model.onnx` beside the weights (batch and sequence length dynamic), checked against PyTorch on inputs of
+    another shape than the traced ones; returns the largest logit difference and both CPU latencies (batch 1,
+    `seq_len`). Needs the `onnx` extra (onnx, onnxruntime)."""
+    try:
+        import numpy as np
+        import onnxruntime
+    except ImportError:
+        from .errors import UserInputError
+
+        raise UserInputError("--onnx", "needs onnx and onnxruntime", "pip install 'raysearch[onnx]'") from None
+    path = Path(out_dir) / ONNX_FILE
+    model = model.cpu().eval()
+    vocab = model.backbone.config.vocab_size
+    traced = torch.randint(0, vocab, (2, seq_len), generator=torch.Generator().manual_seed(0))
+    axes = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS}
+    # the TorchScript exporter: the dynamo one needs onnxscript, and this graph (fixed per export) needs nothing more
+    with warnings.catch_warnings():  # the tracer's notes on shape-dependent Python branches, which this graph does not take
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (traced, torch.ones_like(traced), torch.zeros_like(traced)), str(path), input_names=list(ONNX_INPUTS),
+                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = torch.randint(0, vocab, (3, seq_len + 5), generator=torch.Generator().manual_seed(1))
+    feeds = {"input_ids": ids.numpy(), "attention_mask": np.ones(ids.shape, np.int64), "token_type_ids": np.zeros(ids.shape, np.int64)}
+    with torch.inference_mode():
+        reference = model(ids, torch.ones_like(ids), torch.zeros_like(ids)).numpy()
+    max_diff = float(np.abs(session.run(None, feeds)[0] - reference).max())
+    one = {k: v[:1, :seq_len] for k, v in feeds.items()}
+    times = []
+    for i in range(23):
+        started = time.perf_counter()
+        session.run(None, one)
+        if i >= 3:
+            times.append((time.perf_counter() - started) * 1000)
+    return {"onnx_max_logit_diff": max_diff, "onnx_cpu_latency_ms": statistics.median(times),
+            "torch_cpu_latency_ms": measure_latency(model, 1, seq_len, warmup=3, repeats=20)}

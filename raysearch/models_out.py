@@ -7,7 +7,7 @@ Each finished trial exported its pruned model into `EXPERIMENT/models/<trial id>
 that has no export but still has its checkpoints, re-creates it from the newest one) into OUT/<trial id>/ and writes
 `card.json` beside it: the trial's config, dev/test quality, sparsity, parameters (the encoder's prunable ones, and
 all of them, embeddings included), bytes on disk and CPU latency. The folders load with transformers' Auto classes
-once `raysearch.hf` is imported.
+once `raysearch.hf` is imported. `--onnx` adds `model.onnx`, checked against PyTorch, and its CPU latency.
 """
 import json
 from pathlib import Path
@@ -19,7 +19,8 @@ CARD = "card.json"
 CARD_METRICS = ("target_dev", "target_test", "best_target_dev", "best_step", "exact_sparsity", "remaining_params", "full_params")
 
 
-def export_models(experiment: str, trial_ids: list[str], out: str | Path, latency_batch: int = 1, latency_seq: int = 128) -> list[dict]:
+def export_models(experiment: str, trial_ids: list[str], out: str | Path, latency_batch: int = 1, latency_seq: int = 128,
+                  onnx: bool = False) -> list[dict]:
     """Copy or re-create the models of `trial_ids` (default: the dev-selected front) into OUT; returns their cards."""
     from analysis import analyze_experiments
     from analysis.frames import trial_frame
@@ -44,7 +45,8 @@ def export_models(experiment: str, trial_ids: list[str], out: str | Path, latenc
             folder.download(trial_model_dir(trial_id), target)
         else:
             _recreate(experiment, trial_id, target)
-        cards.append(_write_card(folder, trials.loc[trial_id], trial_id, target, latency_batch, latency_seq))
+        extra = _onnx(target, latency_seq) if onnx else {}
+        cards.append(_write_card(folder, trials.loc[trial_id], trial_id, target, latency_batch, latency_seq, extra))
     return cards
 
 
@@ -66,14 +68,20 @@ def _recreate(experiment: str, trial_id: str, target: Path):
     (target / EXPORT_CARD).write_text(json.dumps({k: v for k, v in card.items() if k != "export_dir"}, indent=1))
 
 
-def _write_card(folder: Folder, trial, trial_id: str, target: Path, batch: int, seq: int) -> dict:
+def _onnx(target: Path, seq: int) -> dict:
+    from .exported import export_onnx, load_exported
+
+    return export_onnx(load_exported(target), target, seq)
+
+
+def _write_card(folder: Folder, trial, trial_id: str, target: Path, batch: int, seq: int, extra: dict) -> dict:
     export = json.loads((target / EXPORT_CARD).read_text()) if (target / EXPORT_CARD).is_file() else {}
     config = json.loads(folder.read_text(trial_config_file(trial_id))) if folder.exists(trial_config_file(trial_id)) else None
     card = {"trial_id": trial_id, "experiment": folder.path, **{m: _plain(trial.get(m)) for m in CARD_METRICS},
             "parameters": export.get("export_parameters"), "encoder_prunable_parameters": export.get("export_prunable_parameters"),
             "bytes_on_disk": sum(p.stat().st_size for p in target.rglob("*") if p.is_file()),
             "export_dev_agreement": export.get("export_dev_agreement"),
-            f"cpu_latency_ms_batch{batch}_seq{seq}": round(latency_ms(target, batch, seq), 3), "config": config}
+            f"cpu_latency_ms_batch{batch}_seq{seq}": round(latency_ms(target, batch, seq), 3), **extra, "config": config}
     (target / CARD).write_text(json.dumps(card, indent=1))
     return card
 

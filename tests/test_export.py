@@ -63,6 +63,13 @@ def test_exported_equals_masked(tiny_backbone, tokenizer, tmp_path, sparsity, re
         again = reloaded(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert torch.allclose(again, pruned, atol=1e-6)
 
+    # ONNX: a graph with dynamic batch and sequence that gives PyTorch's logits (on inputs of another shape)
+    from raysearch.exported import export_onnx
+
+    onnx = export_onnx(reloaded, tmp_path / "model")
+    assert (tmp_path / "model" / "model.onnx").stat().st_size > 0 and onnx["onnx_max_logit_diff"] < 1e-4
+    assert onnx["onnx_cpu_latency_ms"] > 0 and onnx["torch_cpu_latency_ms"] > 0
+
     # the Hugging Face way: Auto classes once raysearch.hf is imported, no trust_remote_code; save_pretrained round-trips
     import raysearch.hf  # noqa: F401
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

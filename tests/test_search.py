@@ -169,13 +169,14 @@ def _every_trial_left_a_model(experiment: Path, frame, tmp_path: Path):
         assert not list((experiment / "train_runs" / f"trial_{trial_id}").glob("checkpoint_*"))  # disk: no checkpoint kept
     assert frame["export_dir"].notna().all()
     out = tmp_path / "shipped"
-    assert main(["export", str(experiment), "--out", str(out)]) == 0
+    assert main(["export", str(experiment), "--out", str(out), "--onnx"]) == 0
     shipped = sorted(p.name for p in out.iterdir())
     assert shipped and set(shipped) <= set(frame["trial_id"])
     for trial_id in shipped:
         card = json.loads((out / trial_id / "card.json").read_text())
         assert card["parameters"] > card["encoder_prunable_parameters"] > 0 and card["bytes_on_disk"] > 0
         assert card["config"]["seed"] == int(frame.set_index("trial_id").loc[trial_id, "seed"])
+        assert (out / trial_id / "model.onnx").is_file() and card["onnx_max_logit_diff"] < 1e-4
     assert main(["export", str(experiment), "--out", str(out)]) == 2  # never over what is there
 
 
