@@ -374,7 +374,8 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if rank == 0:
         warn_if_off_target(final, config)
     if export_dir is not None and rank == 0:
-        final.update(export_target(trainer, Path(export_dir)))
+        # a new dict: the reported one may still be on its way to Ray (its report is asynchronous)
+        final = {**final, **export_target(trainer, Path(export_dir))}
     return final
 
 

@@ -178,6 +178,9 @@ class FrontProgress(tune.Callback):
         shown = ", ".join("(" + ", ".join(f"{v:.4g}" for v in row) + ")" for row in front.itertuples(index=False))
         self.print(f"[raysearch] {len(done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {shown}")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.print(f"[raysearch] trial {trial.trial_id} failed beyond its worker restarts; it is retried once from its last checkpoint")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.print(f"[raysearch] trial {trial.trial_id} failed (its error: {trial_error_file(trial.trial_id)} in the experiment); "
                    "`raysearch resume` retries it from its last checkpoint")
@@ -226,7 +229,11 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
         param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1 if settings.sampler == "grid" else total,
                                     max_concurrent_trials=max_concurrent_trials(settings)),
+        # one retry of a whole trial, from its last checkpoint, for what Ray Train does not restart itself: a worker
+        # that dies while the controller finishes the run (seen: a kill during the final export, "ControllerError"),
+        # or the loss of the node that holds the trial
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=min(1, settings.max_failures)),
                                   callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path)]),
     )
     write_meta(path, meta)
