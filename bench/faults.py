@@ -31,6 +31,10 @@ from pathlib import Path
 
 import psutil
 
+from raysearch.distributed.auth import use_cluster_token
+
+use_cluster_token()  # token auth as the CLI uses it: a second `ray start --address` must present the cluster's token
+
 # demo trials of 300 steps with an evaluation and a checkpoint every 50: six chances per trial to lose work
 STEPS = ["--set", "max_steps=300", "--set", "eval_every=50"]
 EVALUATIONS = (50, 100, 150, 200, 250, 300)
@@ -265,7 +269,10 @@ def main():
     rows = []
     for name in args.only.split(","):
         started = time.time()
-        row = scenarios[name]()
+        try:
+            row = scenarios[name]()
+        except Exception as e:  # a scenario that could not be set up is a row saying so, not the end of the table
+            row = {"fault": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         row["minutes"] = round((time.time() - started) / 60, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
