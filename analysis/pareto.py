@@ -32,7 +32,8 @@ def check_objectives(frame: pd.DataFrame, objectives: Objectives):
         if column not in frame.columns:
             raise UserInputError(f"objective {column}", "no such column in the trial frame",
                                  f"choose from: {', '.join(c for c in frame.columns if not c.startswith('param/'))}")
-        if len(frame) and pd.to_numeric(frame[column], errors="coerce").isna().all():
+        finished = frame["complete"].astype("boolean").fillna(False).any() if "complete" in frame else len(frame) > 0
+        if finished and pd.to_numeric(frame[column], errors="coerce").isna().all():  # before any trial finished: wait
             raise UserInputError(f"objective {column}", "no trial reported it",
                                  "choose a metric the trials report (latency_ms is measured when a space names it as an objective)")
 
