@@ -336,7 +336,7 @@ def cmd_analyze(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('raysearch')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one configuration locally")
     train.add_argument("config", help="YAML config file")
@@ -409,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--bin-width", type=float, default=0.1, help="sparsity bin width for matched comparisons (default 0.1)")
     analyze.set_defaults(func=cmd_analyze)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("raysearch")
+    except metadata.PackageNotFoundError:  # a checkout on PYTHONPATH (python -m raysearch), not installed
+        return "(not installed)"
 
 
 def main(argv=None) -> int:

@@ -277,7 +277,10 @@ class JointTrainer:
         for key, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][key])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.frozen_z, self.best, self.elapsed = state["step"], state["frozen_z"], state["best"], state["elapsed"]
+        self.step, self.best, self.elapsed = state["step"], state["best"], state["elapsed"]
+        # checkpoints are read onto the CPU (map_location): the fine-tuning phase's fixed gates go back to this run's device
+        frozen = state["frozen_z"]
+        self.frozen_z = {kind: z.to(self.device) for kind, z in frozen.items()} if frozen is not None else None
         self._loss_sum, self._loss_count = state["loss_window"]
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():

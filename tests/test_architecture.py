@@ -20,7 +20,7 @@ LAYERS = {
     "search spaces": ("search_spaces",),
     "analysis": ("analysis",),
     "ray glue": ("raysearch.distributed",),
-    "cli": ("raysearch.cli", "raysearch.models_out"),
+    "cli": ("raysearch.cli", "raysearch.models_out", "raysearch.__main__"),
 }
 
 

@@ -26,6 +26,9 @@ class GateSet(nn.Module):
         self.kinds = tuple(kinds)
         self._shapes = gate_shapes(shape)
         self.log_alpha = nn.ParameterDict()
+        # follows the module to its device, so that the constant gates of disabled kinds land there too, also when
+        # no kind is enabled (a dense run has no log-alpha to take the device from)
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
         for kind in self.kinds:
             mean = hard_concrete.initial_log_alpha(init_keep_hidden if kind == "hidden" else init_keep)
             # small noise breaks ties so that deterministic ranking is well defined
@@ -42,7 +45,7 @@ class GateSet(nn.Module):
 
     @property
     def device(self):
-        return next(iter(self.log_alpha.values())).device if len(self.log_alpha) else torch.device("cpu")
+        return self._device_anchor.device
 
     def sample(self) -> dict[str, torch.Tensor]:
         return self._per_kind(hard_concrete.sample, 1.0)

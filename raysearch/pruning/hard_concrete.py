@@ -45,7 +45,7 @@ def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
     keep_counts = torch.round(keep_probability(rows).sum(dim=-1)).long()
     order = torch.argsort(rows, dim=-1, descending=True)
     ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(rows.shape[-1]).expand_as(order).contiguous())
+    ranks.scatter_(-1, order, torch.arange(rows.shape[-1], device=rows.device).expand_as(order).contiguous())
     values[ranks >= keep_counts.unsqueeze(-1)] = 0.0
     return values.reshape(log_alpha.shape)
 
