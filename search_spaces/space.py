@@ -20,6 +20,7 @@ Loading validates everything and reports every problem with its key path, in one
 import copy
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +135,7 @@ class SearchSpace:
         from ray import tune
 
         if grid:
-            continuous = [p.path for p in self.params if p.kind not in ("categorical", "subset")]
-            if continuous:
-                raise UserInputError("--sampler grid", f"needs categorical parameters only; {', '.join(continuous)} are continuous",
-                                     "use tpe or random for this space, or give those parameters choices")
+            self._check_categorical("--sampler grid", "use tpe or random for this space, or give those parameters choices")
         pick = tune.grid_search if grid else tune.choice
         space = {}
         for p in self.params:
@@ -150,6 +148,23 @@ class SearchSpace:
             else:
                 space[p.path] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
         return space
+
+    def grid_points(self) -> list[dict]:
+        """Every combination of categorical choices as flat params, the first parameter varying slowest: the trials
+        of Tune's grid search, for running a grid without Ray."""
+        self._check_categorical("grid", "give those parameters choices")
+        axes = []
+        for p in self.params:
+            if p.kind == "categorical":
+                axes.append([{p.path: c} for c in p.choices])
+            else:
+                axes += [[{f"{p.path}.{g}": v} for v in ("on", "off")] for g in p.choices]
+        return [{k: v for part in combo for k, v in part.items()} for combo in product(*axes)]
+
+    def _check_categorical(self, field: str, fix: str):
+        continuous = [p.path for p in self.params if p.kind not in ("categorical", "subset")]
+        if continuous:
+            raise UserInputError(field, f"needs categorical parameters only; {', '.join(continuous)} are continuous", fix)
 
     def grid_size(self) -> int:
         """Trials in the full grid of categorical choices (a subset parameter is on/off per element)."""

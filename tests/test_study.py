@@ -1,7 +1,9 @@
 """The real-data study's plumbing: experiment selection, valid configs, and RESULTS.md from compact results alone."""
 import json
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -81,3 +83,50 @@ def test_results_page_comes_from_compact_results_alone(tmp_path, monkeypatch):
     assert "vs `multitask`: beats it by +3.0" in page
     assert "tied, groups embeddings, transfer weight 0.50" in page
     assert study_report.KEEP_MARKER in page
+
+
+def test_a_grid_experiment_runs_without_ray_resumes_and_saves_compact_results(tmp_path, monkeypatch, capsys):
+    """`--local-workers`: trials as `python -m raysearch train` processes (a machine with no Ray); a second sitting
+    keeps finished runs and continues a stopped one from its checkpoint."""
+    from .conftest import tiny_model_config
+
+    def tiny_base(pair, sparsity, profile):
+        return {"model": tiny_model_config(), **study.PAIRS[pair]["config"], "target_train_size": 64, "max_steps": 6,
+                "batch_size": 8, "eval_every": 3, "checkpoint_every": 3, "eval_max_examples": 32,
+                "pruning": {"target_sparsity": sparsity, "warmup_steps": 3}}
+
+    monkeypatch.setattr(study, "base_config", tiny_base)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["study.py", "--local-workers", "2"])
+    args = SimpleNamespace(profile="cpu", distill=False, local_workers=2)
+    storage, profile = tmp_path / "storage", {**study.PROFILES["cpu"], "seeds": [0, 1]}
+    study.run_experiment_locally("sst2_imdb", None, "dense", profile, args, storage)
+    out = tmp_path / "results" / "cpu" / "dense-sst2_imdb"
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert trials["complete"].all() and sorted(trials["seed"]) == [0, 1] and set(trials["target_sparsity"]) == {0.0}
+    history = pd.read_parquet(out / "history.parquet")
+    assert sorted(history.groupby("trial_id")["step"].apply(list).tolist()) == [[3, 6]] * 2
+    assert len((out / "configs.jsonl").read_text().splitlines()) == 2
+
+    # a sitting stopped mid-run: trial_001 lost its end (as if killed after its step-3 checkpoint)
+    stopped = storage / "dense-sst2_imdb" / "trial_001"
+    for name in ("final_metrics.json", "model"):
+        shutil.rmtree(stopped / name) if (stopped / name).is_dir() else (stopped / name).unlink()
+    shutil.rmtree(stopped / "checkpoints" / "step_000006")
+    capsys.readouterr()
+    study.run_experiment_locally("sst2_imdb", None, "dense", profile, args, storage)
+    assert "1/2 runs finished" in capsys.readouterr().out
+    assert json.loads((stopped / "final_metrics.json").read_text())["step"] == 6
+    def steps(run):
+        return [json.loads(line)["step"] for line in (storage / "dense-sst2_imdb" / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert steps("trial_001") == [3, 6, 6]  # continued after its step-3 checkpoint, not started afresh
+    assert steps("trial_000") == [3, 6]  # a finished run was not run again
+    sittings = json.loads((out / "experiment.json").read_text())["sittings"]
+    assert len(sittings) == 2 and sittings[0]["command"] == "python experiments/study.py --local-workers 2"
+
+
+def test_the_search_refuses_to_run_without_ray(tmp_path, monkeypatch):
+    args = SimpleNamespace(profile="cpu", distill=False, local_workers=2)
+    with pytest.raises(SystemExit, match="search needs Ray"):
+        study.run_experiment_locally("sst2_imdb", 0.6, "search", study.PROFILES["cpu"], args, tmp_path)
