@@ -3,6 +3,8 @@ import math
 
 import pandas as pd
 
+from raysearch.experiment import model_in_experiment
+
 from .compute import Analysis, factor_answers
 from .frames import coupled_groups
 
@@ -63,7 +65,7 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     shown = [c for c in ["experiment", "trial_id", "preset", "coupling", "groups", "transfer_start_fraction", "transfer_weight",
                          "exact_sparsity", "remaining_params", quality, "target_test", "export_dir"] if c in front]
     if "export_dir" in front:  # where each front model is, as `raysearch export` copies it
-        front["export_dir"] = front["export_dir"].map(lambda d: "/".join(str(d).split("/")[-2:]) if isinstance(d, str) else None)
+        front["export_dir"] = front["export_dir"].map(model_in_experiment)
         front = front.rename(columns={"export_dir": "model"})
         shown = [("model" if c == "export_dir" else c) for c in shown]
     out += ["## Pareto front (selected on dev)", "", f"![front]({plot_files['front']})", "",

@@ -47,6 +47,11 @@ def trial_model_dir(trial_id: str) -> str:
     return f"{MODELS}/{trial_id}"
 
 
+def model_in_experiment(export_dir) -> str | None:
+    """A trial's exported model as the experiment holds it (`models/<trial id>`), for tables; None where there is none."""
+    return "/".join(export_dir.split("/")[-2:]) if isinstance(export_dir, str) else None
+
+
 def absolute(path: str) -> str:
     """Ray's experiment readers (and pyarrow) take absolute paths or URIs, not relative paths."""
     return path if "://" in str(path) else str(Path(path).expanduser().resolve())
@@ -57,7 +62,7 @@ def experiment_path(storage_path: str, name: str) -> str:
 
 
 class Folder:
-    """Read access to one folder, local or remote."""
+    """One folder, local or remote (any storage pyarrow reaches)."""
 
     def __init__(self, path: str):
         self.path = absolute(path)
@@ -87,12 +92,39 @@ class Folder:
         with self.fs.open_input_stream(self._full(name)) as f:
             return f.read().decode()
 
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self._full(name)) as f:
+            return f.read()
+
     def write_text(self, name: str, text: str):
         """Write a file (its sub-folders created), local or remote."""
+        self.write_bytes(name, text.encode())
+
+    def write_bytes(self, name: str, data: bytes):
         full = self._full(name)
         self.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(full) as f:
-            f.write(text.encode())
+            f.write(data)
+
+    def append_text(self, name: str, text: str):
+        """Add to the end of a file (made if missing); object stores cannot append, so there the file is rewritten."""
+        full = self._full(name)
+        self.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
+        try:
+            with self.fs.open_append_stream(full) as f:
+                f.write(text.encode())
+        except (pa.ArrowNotImplementedError, NotImplementedError):
+            self.write_text(name, (self.read_text(name) if self.exists(name) else "") + text)
+
+    def remove(self, name: str):
+        """Remove one file (nothing when it is not there)."""
+        if self.exists(name):
+            self.fs.delete_file(self._full(name))
+
+    def move(self, name: str, to: str):
+        """Rename a file within this folder (sub-folders of `to` created)."""
+        self.fs.create_dir(self._full(to).rsplit("/", 1)[0], recursive=True)
+        self.fs.move(self._full(name), self._full(to))
 
     def upload(self, local_dir: str | Path, name: str):
         """Copy a local folder into this one (local or remote), as NAME."""

@@ -266,7 +266,9 @@ def _finished_trials(path: Path) -> int:
     return count
 
 
-def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch):
+def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch, capsys):
+    """Also the full disk of docs/RELIABILITY.md: the driver died while writing Tune's state and left the searcher's
+    state empty; the resume goes back to the copy of the state the driver kept while it was whole."""
     path = _experiment(tmp_path, "crash")
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "launch", "demo", "--address", cluster["address"],
                                "--num-samples", "4", "--storage-path", str(tmp_path / "exp"), "--name", "crash", *FAST],
@@ -277,8 +279,15 @@ def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch):
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     assert 1 <= _finished_trials(path) < 4
+    good = sorted(p.name for p in (path / "saved_state_good").iterdir())
+    assert [n.split("-")[0] for n in good] == ["experiment_state", "search_gen_state", "searcher"]
+    searcher_state = next(path.glob("searcher-state-*.pkl"))
+    searcher_state.write_bytes(b"")  # what a full disk left behind
     monkeypatch.chdir(path.parent)  # a relative experiment path, as users type it
+    capsys.readouterr()
     assert main(["resume", path.name, "--address", cluster["address"]]) == 0
+    assert f"{searcher_state.name} was empty; resuming from the last good copy" in capsys.readouterr().err
+    assert (path / "damaged_state").is_dir()
     assert main(["status", path.name]) == 0
     frame = trial_table(str(path))
     assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}  # no trial lost, none duplicated

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..errors import UserInputError
 from ..redact import check_storage_for_resume, redact_url
 from ..experiment import (Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file,
                           trial_error_file, trial_history_file, tune_has_saved, write_meta)
+from .saved_state import keep_good_state, repair_saved_state
 from .worker import train_loop_per_worker
 
 # Optuna's TPE and NSGA-II; Ray Tune's BasicVariantGenerator for random search and for the full grid of
@@ -200,14 +202,34 @@ class TrialRecorder(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "step" not in result:
             return
-        folder, name = Folder(self.experiment), trial_history_file(trial.trial_id)
-        kept = folder.read_text(name) if folder.exists(name) else ""  # rewritten whole: remote storage cannot append
         line = json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None})
-        folder.write_text(name, kept + line + "\n")
+        Folder(self.experiment).append_text(trial_history_file(trial.trial_id), line + "\n")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
         Folder(self.experiment).write_text(trial_error_file(trial.trial_id), text or f"{info.get('error') or 'unknown error'}\n")
+
+
+class SavedStateKeeper(tune.Callback):
+    """Keeps the last whole copy of Tune's saved state (raysearch.distributed.saved_state), looked at every
+    `every_s` seconds of the driver's loop and when the search ends."""
+
+    def __init__(self, experiment: str, every_s: float = 10.0):
+        self.experiment, self.every_s, self._last = experiment, every_s, 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self._last >= self.every_s:
+            self._keep()
+
+    def on_experiment_end(self, trials, **info):
+        self._keep()
+
+    def _keep(self):
+        self._last = time.monotonic()
+        try:
+            keep_good_state(self.experiment)
+        except OSError as e:  # a full disk: the previous good copy stays; the search goes on as Tune decides
+            print(f"[raysearch] could not keep a copy of Tune's state ({str(e).splitlines()[0][:120]})", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ launch / resume
@@ -234,7 +256,7 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
         # or the loss of the node that holds the trial
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=min(1, settings.max_failures)),
-                                  callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path)]),
+                                  callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path), SavedStateKeeper(path)]),
     )
     write_meta(path, meta)
     if not quiet:
@@ -251,6 +273,9 @@ def resume(path: str, optuna_storage: str | None = None):
     check_storage_for_resume((meta.get("settings") or {}).get("optuna_storage"), optuna_storage)
     if optuna_storage:
         _STORAGE_URLS[redact_url(optuna_storage)] = optuna_storage  # for the searcher's storage Tune unpickles
+    repaired = repair_saved_state(path)  # a state damaged by a full disk: the last good copy, or a one-line refusal
+    if repaired:
+        print(repaired, file=sys.stderr, flush=True)
     if not tune.Tuner.can_restore(path):
         raise UserInputError(str(path), "holds no Tune experiment state yet", "launch it again with the same --name")
     tuner = tune.Tuner.restore(path, trainable=_trainable(meta, path), resume_unfinished=True, resume_errored=True)

@@ -3,6 +3,8 @@ import time
 
 import pandas as pd
 
+from ..experiment import model_in_experiment
+
 COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remaining_params", "model")
 
 
@@ -26,7 +28,7 @@ def format_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "no trials yet"
     if "export_dir" in frame:  # the exported model of a finished trial, relative to the experiment
-        frame = frame.assign(model=frame["export_dir"].map(lambda d: "/".join(d.split("/")[-2:]) if isinstance(d, str) else "-"))
+        frame = frame.assign(model=frame["export_dir"].map(lambda d: model_in_experiment(d) or "-"))
     shown = frame[[c for c in COLUMNS if c in frame]].copy()
     for column, fmt in (("target_dev", "{:.4f}"), ("exact_sparsity", "{:.3f}"), ("remaining_params", "{:,.0f}"), ("step", "{:.0f}")):
         shown[column] = shown[column].map(lambda v, f=fmt: "-" if v is None or pd.isna(v) else f.format(v))
