@@ -54,7 +54,7 @@ def _train_set_loss(trainer) -> float:
     from raysearch import data as data_lib
 
     trainer.model.target.eval()
-    z = trainer.model.target.encoder.gates.deterministic()
+    z = trainer.model.target.encoder.gates.at_sparsity(trainer.config.pruning.target_sparsity)  # what the loop freezes
     data = trainer.data.target_train
     batch = data_lib.collate(data, range(len(data)), trainer.tokenizer, trainer.device)
     return float(trainer.model.target.loss(batch, z))

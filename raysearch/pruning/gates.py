@@ -54,18 +54,25 @@ class GateSet(nn.Module):
         return self._per_kind(hard_concrete.keep_probability, 1.0)
 
     @torch.no_grad()
-    def deterministic(self) -> dict[str, torch.Tensor]:
+    def deterministic(self, remaining: float | None = None) -> dict[str, torch.Tensor]:
         """Evaluation/export gates: the expected number of units of each kind, ranked by score.
 
         The coarse structures (whole blocks, heads, hidden dims) round to whole units; the FFN
         units (2D+1 parameters each, the finest granularity) then absorb that rounding, so the
-        exact size equals the expected size that the Lagrangian controls to within one unit.
+        exact size equals `remaining` (default: the expected size that the Lagrangian controls)
+        to within one unit. The loop freezes the structure with `remaining` at the target size,
+        so that a run ends at the sparsity it was asked for also where the controller lags.
         """
         z = consistent_structure(self._per_kind(lambda la: hard_concrete.deterministic(la.detach()), 1.0))
         if "intermediate" in self.log_alpha:
-            expected = float(remaining_params(self.shape, **self.keep_probabilities()))
-            z = match_expected_size(self.shape, z, self.log_alpha["intermediate"].detach(), expected)
+            if remaining is None:
+                remaining = float(remaining_params(self.shape, **self.keep_probabilities()))
+            z = match_size(self.shape, z, {kind: la.detach() for kind, la in self.log_alpha.items()}, remaining)
         return z
+
+    def at_sparsity(self, target_sparsity: float) -> dict[str, torch.Tensor]:
+        """The deterministic structure fitted to a target sparsity (the structure the fine-tuning phase trains)."""
+        return self.deterministic(remaining=(1.0 - target_sparsity) * self.shape.full_prunable_params)
 
     def expected_remaining(self) -> torch.Tensor:
         return remaining_params(self.shape, **self.keep_probabilities())
@@ -94,27 +101,58 @@ def consistent_structure(z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return z
 
 
-def match_expected_size(shape: EncoderShape, z: dict, unit_log_alpha: torch.Tensor, expected: float) -> dict:
-    """Drop the lowest-scored kept FFN units, or restore the highest-scored pruned ones (in kept
-    FFN blocks), until the exact remaining count is as close as one unit to `expected`."""
+def match_size(shape: EncoderShape, z: dict, log_alpha: dict[str, torch.Tensor], remaining: float) -> dict:
+    """Drop the lowest-scored kept FFN units, or restore the highest-scored pruned ones, until the exact remaining
+    count is as close as one unit to `remaining`. `log_alpha`: the gated kinds' scores (`intermediate` at least).
+
+    Units are restored inside kept FFN blocks first; when those have no room left, the highest-scored removed block
+    is reopened (all blocks count as open when kind `ffn` is not gated). Without reopening, a model whose blocks
+    rounded away could not grow back: the demo's 2-layer model at target 0.7 kept no FFN block and ended at exact
+    sparsity 0.75 for an expected 0.70. When every FFN unit is gone and the model is still too large, the
+    lowest-scored heads go, one at a time, and FFN units then refill what the last one overshot. A restored gate
+    takes its noise-free value, or 1 where that is 0 (its gate had closed: the unit comes back at full scale, and
+    the fine-tuning phase trains it in).
+    """
+    z = {kind: value.clone() for kind, value in z.items()}
+    unit_log_alpha, block_log_alpha, head_log_alpha = log_alpha["intermediate"], log_alpha.get("ffn"), log_alpha.get("head")
     unit_cost = 2 * int((z["hidden"] > 0).sum()) + 1
-    surplus = round((exact_remaining(shape, z) - expected) / unit_cost)
-    if surplus == 0:
-        return z
-    z = dict(z)
-    units = z["intermediate"].clone()
-    in_kept_block = (z["ffn"] > 0).unsqueeze(-1).expand_as(units)
-    scores = unit_log_alpha
-    if surplus > 0:
-        candidates = (units > 0) & in_kept_block
-        order = torch.argsort(scores.masked_fill(~candidates, float("inf")).flatten())[: min(surplus, int(candidates.sum()))]
-        units.view(-1)[order] = 0.0
-    else:
-        noise_free = hard_concrete.noise_free(unit_log_alpha)
-        candidates = (units == 0) & in_kept_block & (noise_free > 0)
-        order = torch.argsort(scores.masked_fill(~candidates, float("-inf")).flatten(), descending=True)[: min(-surplus, int(candidates.sum()))]
-        units.view(-1)[order] = noise_free.view(-1)[order]
-    z["intermediate"] = units
+
+    def restored(scores: torch.Tensor) -> torch.Tensor:
+        value = hard_concrete.noise_free(scores)
+        return torch.where(value > 0, value, torch.ones_like(value))
+
+    def lowest(scores: torch.Tensor, candidates: torch.Tensor, count: int) -> torch.Tensor:
+        return torch.argsort(scores.masked_fill(~candidates, float("inf")).flatten())[: min(count, int(candidates.sum()))]
+
+    # each pass drops units or a head, or restores units or a block, and heads never come back: a bound, not a guess
+    for _ in range(2 * (shape.layers * (shape.heads + 1) + 2)):
+        surplus = round((exact_remaining(shape, z) - remaining) / unit_cost)
+        units, blocks = z["intermediate"], z["ffn"]
+        open_block = (blocks > 0).unsqueeze(-1).expand_as(units)
+        if surplus > 0:
+            kept_units = (units > 0) & open_block
+            if kept_units.any():
+                units.view(-1)[lowest(unit_log_alpha, kept_units, surplus)] = 0.0
+                continue  # exact now, unless there were fewer units than the surplus
+            kept_heads = (z["head"] > 0) & (z["mha"] > 0).unsqueeze(-1)
+            if head_log_alpha is None or not kept_heads.any():
+                break
+            z["head"].view(-1)[lowest(head_log_alpha, kept_heads, 1)] = 0.0
+            z = consistent_structure(z)
+            continue
+        if surplus == 0:
+            break
+        pruned_units = (units == 0) & open_block
+        if pruned_units.any():
+            order = lowest(-unit_log_alpha, pruned_units, -surplus)
+            units.view(-1)[order] = restored(unit_log_alpha).view(-1)[order]
+            continue  # exact now, unless a reopened block's bias or the room running out left some to do
+        closed = blocks == 0
+        if not closed.any():
+            break
+        scores = block_log_alpha if block_log_alpha is not None else torch.zeros_like(blocks)
+        best = int(torch.argmax(scores.masked_fill(~closed, float("-inf"))))
+        blocks[best] = restored(scores[best]) if block_log_alpha is not None else 1.0
     return consistent_structure(z)
 
 
