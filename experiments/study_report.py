@@ -108,8 +108,8 @@ def cell_verdict(rows: list[dict]) -> list[str]:
             continue
         diffs = np.array([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common]) * 100
         spread = f", per-seed differences {', '.join(f'{d:+.1f}' for d in diffs)}" if len(diffs) > 1 else ""
-        verdict = "beats" if diffs.mean() > 0 else "does not beat"
-        lines.append(f"- vs `{base['method']}`: {verdict} it by {diffs.mean():+.1f} dev points (mean over {len(common)} seed"
+        verdict = "beats it by" if diffs.mean() > 0 else "does not beat it:"
+        lines.append(f"- vs `{base['method']}`: {verdict} {diffs.mean():+.1f} dev points (mean over {len(common)} seed"
                      f"{'s' if len(common) > 1 else ''}{spread}).")
     return lines
 
