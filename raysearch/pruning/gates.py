@@ -150,9 +150,11 @@ def match_size(shape: EncoderShape, z: dict, log_alpha: dict[str, torch.Tensor],
         closed = blocks == 0
         if not closed.any():
             break
-        scores = block_log_alpha if block_log_alpha is not None else torch.zeros_like(blocks)
-        best = int(torch.argmax(scores.masked_fill(~closed, float("-inf"))))
-        blocks[best] = restored(scores[best]) if block_log_alpha is not None else 1.0
+        if block_log_alpha is None:  # blocks not gated: one closed only because its units were
+            blocks[int(closed.nonzero()[0])] = 1.0
+        else:
+            best = int(torch.argmax(block_log_alpha.masked_fill(~closed, float("-inf"))))
+            blocks[best] = restored(block_log_alpha[best])
     return consistent_structure(z)
 
 
