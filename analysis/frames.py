@@ -18,7 +18,7 @@ import pandas as pd
 
 from raysearch.errors import UserInputError
 from raysearch.config import config_from_dict
-from raysearch.experiment import Folder, read_meta, trial_config_file, trial_error_file, trial_history_file
+from raysearch.experiment import Folder, read_evaluations, read_meta, trial_config_file, trial_error_file, trial_history_file
 from raysearch.config import GROUPS
 from search_spaces import space_from_dict
 
@@ -130,18 +130,7 @@ class Experiment:
         """Evaluations of one trial, one per step: a step re-run after a restart keeps its latest report. Read from
         raysearch's history of the trial, which a resume keeps whole, and Tune's `result.json` (the only record in
         experiments from before raysearch kept one; a resumed driver starts it again empty)."""
-        by_step = {}
-        for name in (trial_history_file(trial_id), f"{trial_dir}/result.json"):
-            if not self.folder.exists(name):
-                continue
-            for line in self.folder.read_text(name).splitlines():
-                try:
-                    result = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash
-                if "step" in result:
-                    by_step[result["step"]] = result
-        return [by_step[s] for s in sorted(by_step)]
+        return read_evaluations(self.folder, [trial_history_file(trial_id), f"{trial_dir}/result.json"])
 
     def error(self, trial_id: str) -> str | None:
         """The last line of a trial's error (its kind and message), kept when the trial failed for good."""
@@ -187,6 +176,7 @@ def trial_frame(paths) -> pd.DataFrame:
             row.update({m: final.get(m) for m in METRICS})
             row.update({m: final.get(m) for m in BEST})
             row.update({m: final.get(m) for m in EXPORT})
+            row["duplicate_of"] = final.get("duplicate_of")  # a configuration the search had trained: its results again
             row["complete"] = bool(final) and final.get("step") == row.get("max_steps")
             row["status"] = statuses.get(trial_id, "TERMINATED" if row["complete"] else "UNKNOWN")
             row["error"] = exp.error(trial_id) if row["status"] == "ERROR" else None

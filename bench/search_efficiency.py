@@ -1,98 +1,228 @@
-"""Search efficiency: Optuna's multi-objective TPE vs Ray Tune's random search (BasicVariantGenerator) on the
-embedded default space, at equal trial budgets, over several search seeds.
+"""Search efficiency of Optuna's samplers on the demo space: hypervolume after 8, 16 and 32 trials, over search seeds.
 
-For each seed and sampler one search of N trials runs on a local Ray (2 trials at a time on 2 CPUs); the
-hypervolume of the first 8, 16, ... trials (in launch order) is read from the experiment folder with the
-analysis package (reference point: quality 0 and the dense model's parameters; units quality x sparsity).
+Each search runs without Ray, in a pool of `--jobs` processes (one torch thread each, one search per process at a
+time). A search keeps two trials in flight as a 2-CPU Ray search does: it asks for two, trains both, tells both, so
+the second is asked while the first is pending and the constant liar acts as it does under Tune. `random` is Optuna's
+RandomSampler: the same distribution as Tune's random search over the space.
 
-    python bench/search_efficiency.py [--trials 32] [--random-trials 32] [--seeds 0 1 2] [--set max_steps=150 ...]
-    python bench/search_efficiency.py --summarize /tmp/raysearch_bench/efficiency-NNN   # tabulate finished searches
+Every trained configuration's result is kept in RESULTS/results.jsonl, keyed by its resolved config. Training on a CPU
+is deterministic (the same config gives the same result: checked on the demo), so a configuration met again costs
+nothing: `none` coupling has no other parameter, and a TPE search's random start-up trials are its seed's first
+random-search trials (the same RandomSampler seed). A stopped benchmark, run again, picks up where it stopped.
+
+    python bench/search_efficiency.py [--samplers random tpe tpe-group] [--seeds 0 1 2 3 4] [--trials 32] [--jobs 2]
+    python bench/search_efficiency.py --summarize      # the tables from what RESULTS holds so far
 """
 import argparse
+import hashlib
+import json
+import multiprocessing
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from raysearch.distributed.auth import use_cluster_token
-
-use_cluster_token()  # before ray is imported: Ray reads its auth mode then
+import optuna
 import pandas as pd
-import ray
 
-from analysis import hypervolume_history, trial_frame
-from raysearch.distributed.search import SearchSettings, init_ray, launch
+from analysis.pareto import hypervolume
+from raysearch.distributed.search import optuna_sampler, tpe_startup_trials
 from search_spaces import load_space
 
-SAMPLERS = ("tpe", "random")
+IN_FLIGHT = 2  # trials a search runs at once: what 2 CPUs give a Ray search of 1-CPU trials
+DEFAULT = "tpe"  # the shipped default, `raysearch launch --sampler tpe`
+KEPT = ("target_dev", "target_test", "remaining_params", "full_params", "exact_sparsity")
 
 
-def hypervolumes(path: str, sampler: str, seed: int, budgets) -> list[dict]:
-    """Hypervolume after each budget of trials (in launch order) of one finished search."""
-    trials = trial_frame([path])
-    # the budget is trials spent: finished ones and errored ones (which add nothing); a stopped search's
-    # unfinished trials are not counted
-    trials = trials[trials["complete"] | (trials["status"] == "ERROR")]
-    history = hypervolume_history(trials)
-    return [{"sampler": sampler, "seed": seed, "trials": b, "hypervolume": float(history[history["trials"] == b]["hypervolume"].iloc[0])}
-            for b in budgets if b <= len(trials)]
+def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    startup = tpe_startup_trials(trials)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name in ("tpe", "nsga2"):  # what the product builds for --sampler
+        return optuna_sampler(name, seed, trials)
+    if name == "tpe-group":  # the conditional parameters modelled jointly within each group of co-occurring ones
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup)
+    if name == "tpe-independent":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=True)
+    raise SystemExit(f"search_efficiency: unknown sampler {name!r}; choose from random, tpe, tpe-group, tpe-independent, gp, nsga2")
 
 
-def run_searches(args, storage: str) -> pd.DataFrame:
-    space = load_space(args.space).with_base(args.set)
+# ------------------------------------------------------------------ results kept across runs
+
+
+def config_key(config) -> str:
+    return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def read_results(folder: Path) -> dict:
+    path = folder / "results.jsonl"
+    results = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut off by a stopped run
+            continue
+        results[row["key"]] = row
+    return results
+
+
+# ------------------------------------------------------------------ one search (in a pool process)
+
+_WORKER = {}
+
+
+def _start_worker(space_name: str, overrides: list, folder: str):
+    import torch
+
+    from raysearch.data import load_task
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(space_name).with_base(overrides)
+    base = space.trial_config({})  # the tasks are loaded once: every trial of the space reads the same data
+    target, transfer = load_task(base.target, "target"), load_task(base.transfer.task, "transfer.task")
+    _WORKER.update(space=space, folder=Path(folder), tasks={True: (target, transfer), False: (target, None)})
+
+
+def _result(config) -> dict:
+    """The config's final metrics: kept from an earlier training, or trained now and kept."""
+    from raysearch.loop import run
+    from raysearch.reporting import LocalReporter
+
+    key, folder = config_key(config), _WORKER["folder"]
+    kept = read_results(folder).get(key)  # read again each time: another process may have trained it meanwhile
+    if kept is not None:
+        return {**kept, "trained_s": 0.0}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        final = run(config, LocalReporter(tmp, keep_checkpoints=1), tasks=_WORKER["tasks"][config.transfer.active], threads=1)
+    row = {"key": key, **{k: final[k] for k in KEPT}, "trained_s": time.perf_counter() - started}
+    with (folder / "results.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def run_search(sampler_name: str, seed: int, trials: int) -> str:
+    space, folder = _WORKER["space"], _WORKER["folder"]
+    directions = ["maximize" if mode == "max" else "minimize" for mode in space.modes]
+    study = optuna.create_study(directions=directions, sampler=make_sampler(sampler_name, seed, trials))
     rows = []
-    init_ray(None)
-    try:
-        for seed in args.seeds:
-            for sampler in SAMPLERS:
-                name = f"{sampler}-seed{seed}"
-                started = time.perf_counter()
-                n = args.random_trials if sampler == "random" and args.random_trials else args.trials
-                launch(space, SearchSettings(num_samples=n, sampler=sampler, seed=seed), storage, name, quiet=True)
-                rows += hypervolumes(f"{storage}/{name}", sampler, seed, args.budgets)
-                print(f"{name}: {n} trials in {time.perf_counter() - started:.0f} s, hypervolume {rows[-1]['hypervolume']:.4f}", flush=True)
-    finally:
-        ray.shutdown()
+    while len(rows) < trials:
+        asked = [study.ask() for _ in range(min(IN_FLIGHT, trials - len(rows)))]
+        for trial in asked:
+            space.sample(trial)
+            config = space.trial_config(trial.params)
+            result = _result(config)
+            study.tell(trial, [result[metric] for metric in space.metrics])
+            rows.append({"sampler": sampler_name, "seed": seed, "trial": trial.number, **trial.params,
+                         **{k: result[k] for k in KEPT}, "trained_s": result["trained_s"]})
+    out = folder / "searches" / f"{sampler_name}-seed{seed}.csv"
+    pd.DataFrame(rows).to_csv(out, index=False)
+    return f"{out.stem}: {trials} trials, {sum(r['trained_s'] > 0 for r in rows)} trained, " \
+           f"{sum(r['trained_s'] for r in rows) / 60:.1f} min of training"
+
+
+def _run_search(job: tuple) -> str:
+    return run_search(*job)
+
+
+# ------------------------------------------------------------------ tables
+
+
+def hypervolumes(searches: pd.DataFrame, budgets) -> pd.DataFrame:
+    """Hypervolume of each search's first b trials (reference: quality 0 and the dense model's parameters)."""
+    rows = []
+    for (sampler, seed), search in searches.groupby(["sampler", "seed"]):
+        search = search.sort_values("trial")
+        reference = [0.0, float(search["full_params"].max())]
+        rows += [{"sampler": sampler, "seed": seed, "trials": b, "hypervolume": hypervolume(search.iloc[:b], reference=reference)}
+                 for b in budgets if b <= len(search)]
     return pd.DataFrame(rows)
 
 
-def summarize(folder: str, budgets) -> pd.DataFrame:
-    """The same table from the searches an earlier run left in FOLDER (e.g. one that was stopped)."""
-    rows = []
-    for path in sorted(Path(folder).glob("*-seed*")):
-        sampler, seed = path.name.rsplit("-seed", 1)
-        rows += hypervolumes(str(path), sampler, int(seed), budgets)
-    return pd.DataFrame(rows)
-
-
-def table(results: pd.DataFrame) -> str:
-    summary = results.groupby(["sampler", "trials"])["hypervolume"].agg(["mean", "std", "count"]).reset_index()
+def summary_table(hv: pd.DataFrame) -> str:
+    summary = hv.groupby(["sampler", "trials"])["hypervolume"].agg(["mean", "std", "count"]).reset_index()
     lines = ["| sampler | trials | hypervolume mean | std | seeds |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.sampler} | {r.trials} | {r.mean:.4f} | {r.std:.4f} | {r.count} |" for r in summary.itertuples()]
     return "\n".join(lines)
 
 
+def paired_table(hv: pd.DataFrame) -> str:
+    """Each sampler minus random search at the same budget and seed: mean, std, and seeds where it is ahead."""
+    wide = hv.pivot_table(index=["trials", "seed"], columns="sampler", values="hypervolume")
+    if "random" not in wide:
+        return "(no random search to pair with)"
+    lines = ["| sampler | trials | minus random (mean) | std | ahead in |", "| --- | --- | --- | --- | --- |"]
+    for sampler in [s for s in wide.columns if s != "random"]:
+        for budget, group in wide.groupby(level="trials"):
+            diff = (group[sampler] - group["random"]).dropna()
+            if len(diff):
+                lines.append(f"| {sampler} | {budget} | {diff.mean():+.4f} | {diff.std():.4f} | {int((diff > 0).sum())} of {len(diff)} seeds |")
+    return "\n".join(lines)
+
+
+def target_verdict(hv: pd.DataFrame, sampler: str = DEFAULT) -> str:
+    """The target: the shipped sampler after 16 trials >= random search after 32, on the mean over seeds."""
+    def at(name, budget):
+        return hv[(hv["sampler"] == name) & (hv["trials"] == budget)].set_index("seed")["hypervolume"]
+
+    ours, random = at(sampler, 16), at("random", 32)
+    seeds = ours.index.intersection(random.index)
+    if not len(seeds):
+        return f"target {sampler}@16 >= random@32: not measured yet"
+    diff = ours[seeds] - random[seeds]
+    verdict = "met" if ours[seeds].mean() >= random[seeds].mean() else "NOT met"
+    return (f"target {sampler}@16 >= random@32 (mean of {len(seeds)} seeds): {ours[seeds].mean():.4f} vs {random[seeds].mean():.4f} "
+            f"-> {verdict}; paired difference {diff.mean():+.4f} (std {diff.std():.4f}), ahead in {int((diff >= 0).sum())} of {len(seeds)} seeds")
+
+
+def report(folder: Path, budgets) -> str:
+    files = sorted((folder / "searches").glob("*.csv"))
+    if not files:
+        return f"no finished search in {folder}/searches"
+    searches = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    hv = hypervolumes(searches, budgets)
+    hv.to_csv(folder / "hypervolumes.csv", index=False)
+    trained = read_results(folder)
+    spent = sum(r["trained_s"] for r in trained.values()) / 3600
+    per_seed = hv.pivot_table(index=["sampler", "seed"], columns="trials", values="hypervolume").round(4)
+    return "\n\n".join([summary_table(hv), paired_table(hv), target_verdict(hv),
+                        f"{len(files)} searches, {len(searches)} trials; {len(trained)} distinct configurations trained "
+                        f"({spent:.2f} h of training in one process)", "per seed:\n" + per_seed.to_string()])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="demo")
-    parser.add_argument("--trials", type=int, default=32, help="trials per search")
-    parser.add_argument("--random-trials", type=int, help="trials per random search (default: --trials)")
+    parser.add_argument("--samplers", nargs="+", default=["random", DEFAULT, "tpe-group"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=32, help="trials per search (default 32)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="searches at once, one CPU each (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the space's base config")
-    parser.add_argument("--storage", default="/tmp/raysearch_bench")
-    parser.add_argument("--summarize", metavar="DIR", help="only tabulate the searches an earlier run left in DIR")
+    parser.add_argument("--results", default="bench/results/search_efficiency",
+                        help="where results and finished searches are kept (default bench/results/search_efficiency)")
+    parser.add_argument("--summarize", action="store_true", help="only print the tables from what --results holds")
     args = parser.parse_args()
-    if args.summarize:
-        storage, results = args.summarize, summarize(args.summarize, args.budgets)
-    else:
-        storage = f"{args.storage}/efficiency-{int(time.time())}"
-        results = run_searches(args, storage)
-    results.to_csv(f"{storage}/hypervolumes.csv", index=False)
-    print(f"\n{args.space} space{' with ' + ', '.join(args.set) if args.set else ''}; local Ray, 2 CPUs; experiments in {storage}")
-    print(table(results))
-    mean = results.groupby(["sampler", "trials"])["hypervolume"].mean()
-    if ("tpe", 16) in mean and ("random", 32) in mean:
-        verdict = "met" if mean[("tpe", 16)] >= mean[("random", 32)] else "NOT met"
-        print(f"target TPE@16 >= random@32: {mean[('tpe', 16)]:.4f} vs {mean[('random', 32)]:.4f} -> {verdict}")
+    folder = Path(args.results)
+    (folder / "searches").mkdir(parents=True, exist_ok=True)
+    if not args.summarize:
+        for name in args.samplers:
+            make_sampler(name, 0, args.trials)  # an unknown name fails now, not in a pool process
+        done = {f.stem for f in (folder / "searches").glob("*.csv")}
+        todo = [(s, seed, args.trials) for seed in args.seeds for s in args.samplers if f"{s}-seed{seed}" not in done]
+        print(f"{len(todo)} searches to run ({len(done)} finished before), {args.jobs} at a time", flush=True)
+        started = time.perf_counter()
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(args.jobs, initializer=_start_worker, initargs=(args.space, args.set, str(folder))) as pool:
+            for line in pool.imap_unordered(_run_search, todo):
+                print(line, flush=True)
+        print(f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    print(f"\n{args.space} space{' with ' + ', '.join(args.set) if args.set else ''}; results in {folder}\n")
+    print(report(folder, args.budgets))
 
 
 if __name__ == "__main__":

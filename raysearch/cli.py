@@ -157,7 +157,8 @@ def _settings(args):
 
     return SearchSettings(num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage,
-                          max_failures=args.max_failures, keep_finished_checkpoints=args.keep_checkpoints)
+                          max_failures=args.max_failures, keep_finished_checkpoints=args.keep_checkpoints,
+                          rerun_duplicates=args.rerun_duplicates)
 
 
 def cmd_launch(args) -> int:
@@ -193,6 +194,7 @@ def cmd_launch(args) -> int:
                 "--cpus-per-worker", str(settings.cpus_per_worker), "--gpus-per-worker", str(settings.gpus_per_worker),
                 "--sampler", settings.sampler, "--seed", str(settings.seed), "--max-failures", str(settings.max_failures)]
         argv += ["--keep-checkpoints"] if settings.keep_finished_checkpoints else []
+        argv += ["--rerun-duplicates"] if settings.rerun_duplicates else []
         argv += [x for kv in args.set for x in ("--set", kv)]
         if settings.optuna_storage:
             argv += ["--optuna-storage", settings.optuna_storage]
@@ -364,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker restarts per trial after a crash, each from the trial's last checkpoint (default 2)")
     launch.add_argument("--keep-checkpoints", action="store_true",
                         help="keep a finished trial's checkpoints (default: only its exported model and results stay)")
+    launch.add_argument("--rerun-duplicates", action="store_true",
+                        help="train a configuration the search has already trained (default: reuse its results; on a CPU "
+                             "training is deterministic, on a GPU a rerun is another sample)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")

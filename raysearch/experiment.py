@@ -179,3 +179,38 @@ def tune_has_saved(path: str) -> bool:
 def holds_experiment(path: str) -> bool:
     """True when a local folder exists and is not empty (remote storage: never assumed)."""
     return "://" not in path and Path(path).exists() and any(Path(path).iterdir())
+
+
+def read_evaluations(folder: Folder, names: list[str]) -> list[dict]:
+    """The evaluations (JSON lines with a `step`) in these files of an experiment, one per step in step order: a step
+    reported again (after a restart, or by the final export report) keeps its latest report."""
+    by_step = {}
+    for name in names:
+        if not folder.exists(name):
+            continue
+        for line in folder.read_text(name).splitlines():
+            try:
+                result = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if isinstance(result, dict) and "step" in result:
+                by_step[result["step"]] = result
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def finished_twin(folder: Folder, trial_id: str, config: dict) -> str | None:
+    """A trial of the experiment, other than TRIAL_ID, that ran exactly this resolved config and finished (its history
+    reaches the config's last step); None where there is none. Samplers do propose a configuration again (TPE re-ran
+    an uncoupled one in the study's search)."""
+    for name in folder.list(TRIAL_CONFIGS):
+        other = name.removesuffix(".json")
+        if other == trial_id or not name.endswith(".json"):
+            continue
+        try:
+            same = json.loads(folder.read_text(f"{TRIAL_CONFIGS}/{name}")) == config
+        except ValueError:
+            continue
+        history = read_evaluations(folder, [trial_history_file(other)]) if same else []
+        if history and history[-1]["step"] == config.get("max_steps"):
+            return other
+    return None

@@ -220,6 +220,34 @@ def test_tune_random_search_baseline(cluster, tmp_path):
     assert (frame["coupling_strength"].notna() == (frame["coupling"] == "soft")).all()
 
 
+def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
+    """A space of one configuration, three trials, two at a time: the first two train at once and reach the same
+    result (training on a CPU is deterministic, which the reuse relies on); the third finds them finished and reports
+    a twin's results without training, so it has no model of its own and points at the twin's."""
+    import yaml
+
+    space = load_space("demo").to_dict()
+    space["parameters"] = {"pruning.target_sparsity": {"choices": [0.5]}}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
+    code = main(["launch", str(path), "--address", cluster["address"], "--num-samples", "3", "--sampler", "random",
+                 "--storage-path", str(tmp_path / "exp"), "--name", "twins", *FAST])
+    assert code == 0
+    experiment = _experiment(tmp_path, "twins")
+    frame = trial_frame([str(experiment)]).set_index("trial_id")
+    assert len(frame) == 3 and frame["complete"].all()
+    trained, replayed = frame[frame["duplicate_of"].isna()], frame[frame["duplicate_of"].notna()]
+    assert len(trained) == 2 and len(replayed) == 1
+    assert trained["target_dev"].nunique() == 1 and trained["remaining_params"].nunique() == 1
+    twin, copy = replayed["duplicate_of"].iloc[0], replayed.iloc[0]
+    assert twin in trained.index
+    for column in ("target_dev", "target_test", "remaining_params", "exact_sparsity", "export_dir"):
+        assert copy[column] == trained.loc[twin, column], column
+    assert not (experiment / "models" / replayed.index[0]).exists() and (experiment / "models" / twin).is_dir()
+    steps = history_frame([str(experiment)]).groupby("trial_id")["step"].apply(list)
+    assert steps[replayed.index[0]] == steps[twin] == [10, 20]
+
+
 def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path, capsys):
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
                  "--name", "fault", *FAST, "--set", "fault_inject_step=13"])

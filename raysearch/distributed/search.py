@@ -27,8 +27,8 @@ from search_spaces import SearchSpace, space_from_dict
 
 from ..errors import UserInputError
 from ..redact import check_storage_for_resume, redact_url
-from ..experiment import (Folder, absolute, experiment_path, holds_experiment, read_meta, trial_config_file,
-                          trial_error_file, trial_history_file, tune_has_saved, write_meta)
+from ..experiment import (Folder, absolute, experiment_path, finished_twin, holds_experiment, read_evaluations, read_meta,
+                          trial_config_file, trial_error_file, trial_history_file, tune_has_saved, write_meta)
 from .saved_state import keep_good_state, repair_saved_state
 from .worker import train_loop_per_worker
 
@@ -49,6 +49,7 @@ class SearchSettings:
     keep_checkpoints: int = 1  # per running trial: what a restart needs
     keep_finished_checkpoints: bool = False  # a finished trial keeps its exported model; its checkpoints go unless asked
     optuna_storage: str | None = None
+    rerun_duplicates: bool = False  # train a configuration the search has trained before, instead of reusing its results
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -72,7 +73,13 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
     config = space_from_dict(space).trial_config(tune_config)
     s = SearchSettings(**settings)
     trial_id = tune.get_context().get_trial_id()
-    Folder(experiment).write_text(trial_config_file(trial_id), json.dumps(config.to_dict(), indent=1))
+    folder = Folder(experiment)
+    folder.write_text(trial_config_file(trial_id), json.dumps(config.to_dict(), indent=1))
+    twin = None if s.rerun_duplicates else finished_twin(folder, trial_id, config.to_dict())
+    if twin is not None:  # trained already: training is deterministic on a CPU, so its results are this trial's
+        for evaluation in read_evaluations(folder, [trial_history_file(twin)]):
+            tune.report({**evaluation, "duplicate_of": twin})
+        return
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -106,16 +113,20 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
         # and every 0-CPU trial would start at once (measured: 32 trials started, 3 killed by Ray's OOM monitor)
         generator = BasicVariantGenerator(random_state=settings.seed, max_concurrent=max_concurrent_trials(settings))
         return generator, space.tune_param_space(grid=settings.sampler == "grid")
-    if settings.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=settings.seed)
-    else:
-        # Optuna's default of 10 random start-up trials would spend most of a 12-32 trial search before TPE models
-        # anything; constant_liar keeps trials that run at the same time from being proposed the same point
-        sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, constant_liar=True,
-                                             n_startup_trials=tpe_startup_trials(settings.num_samples))
+    sampler = optuna_sampler(settings.sampler, settings.seed, settings.num_samples)
     searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
                             study_name=name, storage=open_optuna_storage(settings.optuna_storage))
     return searcher, None
+
+
+def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler behind `--sampler tpe` (the default) or `nsga2` (bench/search_efficiency.py measures them)."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    # Optuna's default of 10 random start-up trials would spend most of a 12-32 trial search before TPE models
+    # anything; constant_liar keeps trials that run at the same time from being proposed the same point
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                      n_startup_trials=tpe_startup_trials(num_samples))
 
 
 def tpe_startup_trials(num_samples: int) -> int:
