@@ -24,6 +24,7 @@ from .errors import UserInputError
 from .exported import export_classifier, measure_latency, save_exported
 from .heads import ClassificationHead, MLMHead
 from .models import check_model, load_backbone, load_tokenizer
+from .optim import adamw
 from .pruning import EncoderShape, SparsityController, exact_remaining
 from .pruning.controller import unique
 from .reporting import Reporter
@@ -80,7 +81,7 @@ class JointTrainer:
         self.controller = SparsityController(self.model.gate_sets(), self.model.lagrangians, self.model.all_gate_sets(), config.pruning)
         controlled = self.controller.parameter_ids()
         self.weights = unique(p for p in self.model.parameters() if id(p) not in controlled)
-        self.weights_optimizer = torch.optim.AdamW(self.weights, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.weights_optimizer = adamw(self.weights, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.weights_optimizer, self._lr_factor)
         # progress
         self.step = 0

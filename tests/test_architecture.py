@@ -13,7 +13,7 @@ PACKAGES = ("raysearch", "analysis", "search_spaces")
 LAYERS = {
     "config": ("raysearch", "raysearch.errors", "raysearch.config", "raysearch.experiment", "raysearch.schedule",
                "raysearch.metrics", "raysearch.reporting", "raysearch.redact"),
-    "model parts": ("raysearch.heads", "raysearch.pruning"),
+    "model parts": ("raysearch.heads", "raysearch.optim", "raysearch.pruning"),
     "loading": ("raysearch.models", "raysearch.data", "raysearch.synthetic"),
     "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported", "raysearch.hf"),
     "loop": ("raysearch.loop",),

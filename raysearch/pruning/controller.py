@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import PruningConfig
+from ..optim import adamw
 from .gates import GateSet
 from .lagrangian import target_sparsity_at
 
@@ -28,9 +29,8 @@ class SparsityController:
         self.gate_params = unique(p for gates in all_gate_sets for p in gates.parameters())
         self.optimizers = {}
         if self.gate_params:  # no gates at all (structures: []) is plain fine-tuning
-            self.optimizers["gates"] = torch.optim.AdamW(self.gate_params, lr=config.mask_lr, weight_decay=0.0)
-            self.optimizers["lagrangian"] = torch.optim.AdamW(list(lagrangians.parameters()), lr=config.lagrangian_lr,
-                                                              weight_decay=0.0, maximize=True)
+            self.optimizers["gates"] = adamw(self.gate_params, lr=config.mask_lr, weight_decay=0.0)
+            self.optimizers["lagrangian"] = adamw(lagrangians.parameters(), lr=config.lagrangian_lr, weight_decay=0.0, maximize=True)
         self._last = None  # (expected sparsity per gate set, target) of the step in progress
 
     @property
