@@ -21,7 +21,7 @@ BENCHES = {
     "export_latency": "Exported-model latency vs parameter ratio",
     "trial_overhead": "Per-trial framework overhead and trials per hour",
     "trial_profile": "Where a study trial's time goes, and study trials per hour",
-    "search_efficiency": "Search efficiency: Optuna TPE vs Ray Tune random search (hypervolume at equal trial budgets)",
+    "search_efficiency": "Search efficiency: Optuna's samplers vs random search (hypervolume at equal trial budgets)",
 }
 
 
