@@ -199,9 +199,10 @@ def read_evaluations(folder: Folder, names: list[str]) -> list[dict]:
 
 
 def finished_twin(folder: Folder, trial_id: str, config: dict) -> str | None:
-    """A trial of the experiment, other than TRIAL_ID, that ran exactly this resolved config and finished (its history
-    reaches the config's last step); None where there is none. Samplers do propose a configuration again (TPE re-ran
-    an uncoupled one in the study's search)."""
+    """A trial of the experiment, other than TRIAL_ID, that ran exactly this resolved config and finished; None where
+    there is none. Finished means its last report is the export's (a trial's final report, after its last evaluation):
+    a twin caught between the two would hand on results without a model. Samplers do propose a configuration again
+    (TPE re-ran an uncoupled one in the study's search)."""
     for name in folder.list(TRIAL_CONFIGS):
         other = name.removesuffix(".json")
         if other == trial_id or not name.endswith(".json"):
@@ -211,6 +212,6 @@ def finished_twin(folder: Folder, trial_id: str, config: dict) -> str | None:
         except ValueError:
             continue
         history = read_evaluations(folder, [trial_history_file(other)]) if same else []
-        if history and history[-1]["step"] == config.get("max_steps"):
+        if history and history[-1]["step"] == config.get("max_steps") and "export_dir" in history[-1]:
             return other
     return None

@@ -220,6 +220,24 @@ def test_tune_random_search_baseline(cluster, tmp_path):
     assert (frame["coupling_strength"].notna() == (frame["coupling"] == "soft")).all()
 
 
+def test_a_twin_counts_as_finished_only_once_its_model_is_exported(tmp_path):
+    """Between a trial's final evaluation and its export report, a duplicate must not reuse it: it would hand on
+    results without a model."""
+    from raysearch.experiment import Folder, finished_twin, trial_config_file, trial_history_file
+
+    folder, config = Folder(str(tmp_path)), {"max_steps": 20, "seed": 0}
+    folder.write_text(trial_config_file("twin"), json.dumps(config))
+    folder.write_text(trial_config_file("other"), json.dumps({**config, "seed": 1}))
+    evaluations = [{"step": 10, "target_dev": 0.6}, {"step": 20, "target_dev": 0.7}]
+    for trial in ("twin", "other"):
+        folder.write_text(trial_history_file(trial), "".join(json.dumps(e) + "\n" for e in evaluations))
+    assert finished_twin(folder, "new", config) is None  # evaluated to the end, not yet exported
+    folder.append_text(trial_history_file("twin"), json.dumps({"step": 20, "target_dev": 0.7, "export_dir": "models/twin"}) + "\n")
+    folder.append_text(trial_history_file("other"), json.dumps({"step": 20, "target_dev": 0.7, "export_dir": "models/other"}) + "\n")
+    assert finished_twin(folder, "new", config) == "twin"  # and never the trial with another config
+    assert finished_twin(folder, "twin", config) is None  # nor the trial itself
+
+
 def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
     """A space of one configuration, three trials, two at a time: the first two train at once and reach the same
     result (training on a CPU is deterministic, which the reuse relies on); the third finds them finished and reports
