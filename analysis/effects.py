@@ -45,8 +45,11 @@ FACTORS = (
 
 
 def searched_trials(frame: pd.DataFrame) -> pd.DataFrame:
-    """The trials the search sampled (not a named baseline preset)."""
-    return frame[frame["preset"] == "searched"] if "preset" in frame else frame
+    """The distinct configurations the search sampled: not a named baseline preset, and each configuration
+    once. A trial with `duplicate_of` set re-reported the results of a configuration the search had already
+    trained; counting it again would weigh that configuration two or three times in every effect."""
+    searched = frame[frame["preset"] == "searched"] if "preset" in frame else frame
+    return searched[searched["duplicate_of"].isna()] if "duplicate_of" in searched else searched
 
 
 def _in_scope(frame: pd.DataFrame, scope: str) -> pd.DataFrame:

@@ -79,7 +79,8 @@ def cell_rows(folder: Path, pair: str, sparsity: float) -> list[dict]:
         rerun = load(folder, experiment_name(pair, sparsity, "rerun"), "trials")
         runs = pd.concat([best, rerun[rerun["complete"]]]) if rerun is not None else best
         label = SEARCHED if len(runs) > 1 else "searched (dev-best trial, seed 0 only)"
-        rows.append(_row(label, runs, search_trials=len(done), best_trial=best["trial_id"].iloc[0], config=describe(best.iloc[0])))
+        distinct = int(done["duplicate_of"].isna().sum()) if "duplicate_of" in done else len(done)
+        rows.append(_row(label, runs, search_trials=len(done), distinct_configs=distinct, best_trial=best["trial_id"].iloc[0], config=describe(best.iloc[0])))
     return rows
 
 
@@ -208,7 +209,10 @@ def write_results(folder: Path, profile_name: str, profile: dict, out: Path | No
                       f"(PART: {', '.join(PARTS)}).", "", *_table(rows), ""]
             searched = next((r for r in rows if r["method"].startswith("searched")), None)
             if searched is not None:
-                lines += [f"Dev-best searched configuration ({searched['search_trials']} searched trials, trial "
+                repeats = searched["search_trials"] - searched["distinct_configs"]
+                trials = f"{searched['search_trials']} searched trials" + (f", {searched['distinct_configs']} distinct configurations"
+                                                                           if repeats else "")
+                lines += [f"Dev-best searched configuration ({trials}, trial "
                           f"`{searched['best_trial']}`): {searched['config']}.", "", *cell_verdict(rows), "",
                           *factor_answers(folder, pair, sparsity)]
     kept = ""

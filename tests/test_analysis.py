@@ -413,3 +413,16 @@ def test_the_effects_plot_draws_no_empty_rows(tmp_path):
     bars = effect_bars(with_empty)
     assert len(bars) == len(effects) and bars["effect"].notna().all() and "never matched" not in " ".join(bars["label"])
     assert plot_effects(with_empty, tmp_path / "effects.png").stat().st_size > 0
+
+
+def test_a_duplicate_trial_counts_once_in_the_effects():
+    # The uncoupled configuration was sampled three times; the search trained it once and the two copies
+    # re-reported its results (duplicate_of). Counted three times, it would drag every other level's "rest" to it.
+    f = frame([(0.70, 400), (0.70, 400), (0.70, 400), (0.72, 400), (0.74, 400), (0.71, 400)],
+              preset="searched", coupling=["none", "none", "none", "tied", "tied", "soft"])
+    f["duplicate_of"] = [None, "t0", "t0", None, None, None]
+    effects = factor_effects(f, n_boot=50).set_index(["factor", "level"])
+    none, tied = effects.loc[("coupling mode", "none")], effects.loc[("coupling mode", "tied")]
+    assert (none["trials"], none["others"]) == (1, 3)
+    assert tied["effect"] == pytest.approx(0.73 - (0.70 + 0.71) / 2)  # 0.0275 if the copies counted
+    assert (tied["trials"], tied["others"]) == (2, 2)
