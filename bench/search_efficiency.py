@@ -40,12 +40,12 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
     """A sampler by name; a TPE name may end in `-sN` for N random start-up trials (else the product's count)."""
     base, startup_text = re.fullmatch(r"(.+?)(?:-s(\d+))?", name).groups()
     startup = int(startup_text) if startup_text else tpe_startup_trials(trials)
+    if startup_text and base not in ("tpe", "tpe-group", "tpe-independent", "gp"):
+        raise SystemExit(f"search_efficiency: {name!r}: only a TPE or GP sampler has start-up trials; drop the -s{startup_text}")
     if base == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name in ("tpe", "nsga2"):  # what the product builds for --sampler
-        return optuna_sampler(name, seed, trials)
-    if base == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup)
+    if base in ("tpe", "nsga2"):  # what the product builds for --sampler
+        return optuna_sampler(base, seed, trials, startup_trials=startup)
     if base == "tpe-group":  # the conditional parameters modelled jointly within each group of co-occurring ones
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup)
     if base == "tpe-independent":

@@ -119,14 +119,15 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
     return searcher, None
 
 
-def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler behind `--sampler tpe` (the default) or `nsga2` (bench/search_efficiency.py measures them)."""
+def optuna_sampler(name: str, seed: int, num_samples: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler behind `--sampler tpe` (the default) or `nsga2` (bench/search_efficiency.py measures them).
+    `startup_trials`: TPE's random trials before it models anything (default `tpe_startup_trials(num_samples)`)."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     # Optuna's default of 10 random start-up trials would spend most of a 12-32 trial search before TPE models
     # anything; constant_liar keeps trials that run at the same time from being proposed the same point
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                      n_startup_trials=tpe_startup_trials(num_samples))
+    startup = tpe_startup_trials(num_samples) if startup_trials is None else startup_trials
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup)
 
 
 def tpe_startup_trials(num_samples: int) -> int:
