@@ -37,7 +37,7 @@ KEPT = ("target_dev", "target_test", "remaining_params", "full_params", "exact_s
 
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    """A sampler by name; a TPE name may end in `-sN` for N random start-up trials (else the product's count)."""
+    """A sampler by name; a TPE or GP name may end in `-sN` for N random start-up trials (else the product's count)."""
     base, startup_text = re.fullmatch(r"(.+?)(?:-s(\d+))?", name).groups()
     startup = int(startup_text) if startup_text else tpe_startup_trials(trials)
     if startup_text and base not in ("tpe", "tpe-group", "tpe-independent", "gp"):

@@ -376,3 +376,13 @@ def test_invalid_space_fails_before_any_trial(tmp_path, capsys):
     assert main(["launch", str(bad), "--storage-path", str(tmp_path / "exp"), "--name", "bad"]) == 2
     assert "transfer.groups.subset_of: unknown group 'ffnn'" in capsys.readouterr().err
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("num_samples, startup_trials, expected", [(12, None, 4), (16, None, 4), (32, None, 8), (64, None, 10),
+                                                                   (32, 2, 2)])
+def test_tpe_gets_a_quarter_of_the_budget_as_random_start_up_trials_unless_told(num_samples, startup_trials, expected):
+    from raysearch.distributed.search import optuna_sampler
+
+    sampler = optuna_sampler("tpe", 0, num_samples, startup_trials=startup_trials)
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
+    assert isinstance(optuna_sampler("nsga2", 0, num_samples), optuna.samplers.NSGAIISampler)
