@@ -385,4 +385,3 @@ def test_tpe_gets_a_quarter_of_the_budget_as_random_start_up_trials_unless_told(
 
     sampler = optuna_sampler("tpe", 0, num_samples, startup_trials=startup_trials)
     assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
-    assert isinstance(optuna_sampler("nsga2", 0, num_samples), optuna.samplers.NSGAIISampler)
