@@ -1,8 +1,10 @@
 """Search efficiency of Optuna's samplers on the demo space: hypervolume after 8, 16 and 32 trials, over search seeds.
 
 Each search runs without Ray, in a pool of `--jobs` processes (one torch thread each, one search per process at a
-time). A search keeps two trials in flight as a 2-CPU Ray search does: it asks for two, trains both, tells both, so
-the second is asked while the first is pending and the constant liar acts as it does under Tune. `random` is Optuna's
+time). A search keeps two trials in flight as a 2-CPU Ray search does: it asks for two and draws both configurations,
+then trains both and tells both, so the second is drawn while the first is pending and the constant liar acts as it
+does under Tune. (The searches in RESULTS/searches-sequential/ drew the second configuration only after the first was
+told: a sequential search. Random search is the same either way; TPE and GP are not.) `random` is Optuna's
 RandomSampler: the same distribution as Tune's random search over the space.
 
 Every trained configuration's result is kept in RESULTS/results.jsonl, keyed by its resolved config. Training on a CPU
@@ -12,7 +14,9 @@ random-search trials (the same RandomSampler seed). A stopped benchmark, run aga
 
     python bench/search_efficiency.py [--samplers random tpe tpe-group] [--seeds 0 1 2 3 4] [--trials 32] [--jobs 2]
     python bench/search_efficiency.py --samplers tpe-group-s4 --trials 16   # 4 random start-up trials, 16-trial searches
+    python bench/search_efficiency.py --samplers tpe-distinct-s4 --trials 16  # proposals of trained configurations redrawn
     python bench/search_efficiency.py --summarize      # the tables from what RESULTS holds so far
+    python bench/search_efficiency.py --summarize --searches searches-sequential   # the earlier, sequential searches
 """
 import argparse
 import hashlib
@@ -32,13 +36,22 @@ from raysearch.distributed.search import optuna_sampler, tpe_startup_trials
 from search_spaces import load_space
 
 IN_FLIGHT = 2  # trials a search runs at once: what 2 CPUs give a Ray search of 1-CPU trials
-DEFAULT = "tpe"  # the shipped default, `raysearch launch --sampler tpe`
+DEFAULT = "tpe-distinct"  # the shipped default, `raysearch launch --sampler tpe`: TPE, finished configurations drawn again
+MAX_REDRAWS = 10  # as raysearch.distributed.search: then a configuration trained before is run again (replayed)
 KEPT = ("target_dev", "target_test", "remaining_params", "full_params", "exact_sparsity")
 
 
+def parse_name(name: str) -> tuple:
+    """(sampler, distinct, start-up trials text or None) from e.g. `tpe-distinct-s4`."""
+    base, distinct, startup_text = re.fullmatch(r"(.+?)(-distinct)?(?:-s(\d+))?", name).groups()
+    return base, bool(distinct), startup_text
+
+
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    """A sampler by name; a TPE or GP name may end in `-sN` for N random start-up trials (else the product's count)."""
-    base, startup_text = re.fullmatch(r"(.+?)(?:-s(\d+))?", name).groups()
+    """A sampler by name; a TPE or GP name may end in `-sN` for N random start-up trials (else the product's count).
+    `-distinct` before it (e.g. `tpe-distinct-s4`): a configuration the search has trained is told its results again
+    and the sampler asked anew, without counting a trial, as `raysearch launch` does."""
+    base, _, startup_text = parse_name(name)
     startup = int(startup_text) if startup_text else tpe_startup_trials(trials)
     if startup_text and base not in ("tpe", "tpe-group", "tpe-independent", "gp"):
         raise SystemExit(f"search_efficiency: {name!r}: only a TPE or GP sampler has start-up trials; drop the -s{startup_text}")
@@ -116,20 +129,32 @@ def run_search(sampler_name: str, seed: int, trials: int) -> str:
     space, folder = _WORKER["space"], _WORKER["folder"]
     directions = ["maximize" if mode == "max" else "minimize" for mode in space.modes]
     study = optuna.create_study(directions=directions, sampler=make_sampler(sampler_name, seed, trials))
+    distinct = parse_name(sampler_name)[1]
+    told = {}  # config key -> objective values of the configurations this search has finished
+    redrawn = 0
     rows = []
     while len(rows) < trials:
-        asked = [study.ask() for _ in range(min(IN_FLIGHT, trials - len(rows)))]
-        for trial in asked:
-            space.sample(trial)
-            config = space.trial_config(trial.params)
+        asked = []
+        for _ in range(min(IN_FLIGHT, trials - len(rows))):
+            for _attempt in range(MAX_REDRAWS + 1):
+                trial = study.ask()
+                space.sample(trial)
+                config = space.trial_config(trial.params)
+                if not distinct or config_key(config) not in told or _attempt == MAX_REDRAWS:
+                    break
+                study.tell(trial, told[config_key(config)])  # what the product's searcher does: no trial spent
+                redrawn += 1
+            asked.append((trial, config))
+        for trial, config in asked:
             result = _result(config)
-            study.tell(trial, [result[metric] for metric in space.metrics])
+            told[config_key(config)] = [result[metric] for metric in space.metrics]
+            study.tell(trial, told[config_key(config)])
             rows.append({"sampler": sampler_name, "seed": seed, "trial": trial.number, **trial.params,
                          **{k: result[k] for k in KEPT}, "trained_s": result["trained_s"]})
     out = folder / "searches" / f"{sampler_name}-seed{seed}.csv"
     pd.DataFrame(rows).to_csv(out, index=False)
     return f"{out.stem}: {trials} trials, {sum(r['trained_s'] > 0 for r in rows)} trained, " \
-           f"{sum(r['trained_s'] for r in rows) / 60:.1f} min of training"
+           f"{sum(r['trained_s'] for r in rows) / 60:.1f} min of training" + (f", {redrawn} proposals redrawn" if distinct else "")
 
 
 def _run_search(job: tuple) -> str:
@@ -186,17 +211,17 @@ def target_verdict(hv: pd.DataFrame, sampler: str = DEFAULT) -> str:
             f"-> {verdict}; paired difference {diff.mean():+.4f} (std {diff.std():.4f}), ahead in {int((diff >= 0).sum())} of {len(seeds)} seeds")
 
 
-def report(folder: Path, budgets) -> str:
-    files = sorted((folder / "searches").glob("*.csv"))
+def report(folder: Path, budgets, searches_folder: str = "searches") -> str:
+    files = sorted((folder / searches_folder).glob("*.csv"))
     if not files:
-        return f"no finished search in {folder}/searches"
+        return f"no finished search in {folder}/{searches_folder}"
     searches = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     hv = hypervolumes(searches, budgets)
-    hv.to_csv(folder / "hypervolumes.csv", index=False)
+    hv.to_csv(folder / ("hypervolumes.csv" if searches_folder == "searches" else f"hypervolumes-{searches_folder}.csv"), index=False)
     trained = read_results(folder)
     spent = sum(r["trained_s"] for r in trained.values()) / 3600
     per_seed = hv.pivot_table(index=["sampler", "seed"], columns="trials", values="hypervolume").round(4)
-    verdicts = "\n".join(target_verdict(hv, name) for name in sorted(set(hv["sampler"]) - {"random"}, key=lambda n: n != DEFAULT))
+    verdicts = "\n".join(target_verdict(hv, name) for name in sorted(set(hv["sampler"]) - {"random"}, key=lambda n: not n.startswith(DEFAULT)))
     return "\n\n".join([summary_table(hv), paired_table(hv), verdicts,
                         f"{len(files)} searches, {len(searches)} trials; {len(trained)} distinct configurations trained "
                         f"({spent:.2f} h of training in one process)", "per seed:\n" + per_seed.to_string()])
@@ -214,6 +239,9 @@ def main():
     parser.add_argument("--results", default="bench/results/search_efficiency",
                         help="where results and finished searches are kept (default bench/results/search_efficiency)")
     parser.add_argument("--summarize", action="store_true", help="only print the tables from what --results holds")
+    parser.add_argument("--searches", default="searches",
+                        help="with --summarize: the folder of finished searches in --results to tabulate (default searches; "
+                             "searches-sequential: the earlier runs that drew the second trial after the first was told)")
     args = parser.parse_args()
     folder = Path(args.results)
     (folder / "searches").mkdir(parents=True, exist_ok=True)
@@ -230,7 +258,7 @@ def main():
                 print(line, flush=True)
         print(f"{(time.perf_counter() - started) / 60:.1f} min", flush=True)
     print(f"\n{args.space} space{' with ' + ', '.join(args.set) if args.set else ''}; results in {folder}\n")
-    print(report(folder, args.budgets))
+    print(report(folder, args.budgets, args.searches if args.summarize else "searches"))
 
 
 if __name__ == "__main__":

@@ -367,8 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--keep-checkpoints", action="store_true",
                         help="keep a finished trial's checkpoints (default: only its exported model and results stay)")
     launch.add_argument("--rerun-duplicates", action="store_true",
-                        help="train a configuration the search has already trained (default: reuse its results; on a CPU "
-                             "training is deterministic, on a GPU a rerun is another sample)")
+                        help="train a configuration the search has already trained (default: TPE/NSGA-II are told its "
+                             "results and asked for another, random search reuses them; on a CPU training is deterministic, "
+                             "on a GPU a rerun is another sample)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")

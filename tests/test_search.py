@@ -385,3 +385,60 @@ def test_tpe_gets_a_quarter_of_the_budget_as_random_start_up_trials_unless_told(
 
     sampler = optuna_sampler("tpe", 0, num_samples, startup_trials=startup_trials)
     assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
+
+
+
+def _two_configuration_searcher():
+    """A DistinctOptunaSearch over the demo space cut to one parameter of two values: two configurations in all."""
+    from raysearch.distributed.distinct import DistinctOptunaSearch
+    from search_spaces import space_from_dict
+
+    space = load_space("demo").to_dict()
+    space["parameters"] = {"pruning.target_sparsity": {"choices": [0.5, 0.7]}}
+    return DistinctOptunaSearch(space=space_from_dict(space).define_by_run(), metric=["target_dev", "remaining_params"],
+                                mode=["max", "min"], sampler=optuna.samplers.RandomSampler(seed=0), space_dict=space)
+
+
+RESULTS_BY_SPARSITY = {0.5: {"target_dev": 0.8, "remaining_params": 500}, 0.7: {"target_dev": 0.7, "remaining_params": 300}}
+
+
+def test_a_proposal_of_a_finished_configuration_is_told_its_results_and_drawn_again():
+    """Driven as Tune drives a searcher. The second trial gets the configuration the first did not run: a proposal
+    of the finished one is told its results (a finished Optuna trial with its values) and drawn again. Once both have
+    finished, a third trial is drawn MAX_REDRAWS + 1 times and keeps a finished configuration (and replays its twin),
+    so a search larger than its space still ends."""
+    from raysearch.distributed.distinct import MAX_REDRAWS
+
+    searcher = _two_configuration_searcher()
+    first = searcher.suggest("t0")["pruning.target_sparsity"]
+    searcher.on_trial_complete("t0", result=RESULTS_BY_SPARSITY[first])
+    second = searcher.suggest("t1")["pruning.target_sparsity"]
+    assert {first, second} == {0.5, 0.7}
+    searcher.on_trial_complete("t1", result=RESULTS_BY_SPARSITY[second])
+    redrawn_before = searcher.redrawn
+    assert searcher.suggest("t2")["pruning.target_sparsity"] in (0.5, 0.7)
+    assert searcher.redrawn - redrawn_before == MAX_REDRAWS
+    told = [t for t in searcher._ot_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(told) == 2 + searcher.redrawn
+    for trial in told:
+        expected = RESULTS_BY_SPARSITY[trial.params["pruning.target_sparsity"]]
+        assert trial.values == [expected["target_dev"], expected["remaining_params"]]
+
+
+def test_a_failed_trial_leaves_its_configuration_free_to_be_proposed_again():
+    searcher = _two_configuration_searcher()
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", result=None, error=True)
+    searcher.suggest("t1")
+    assert searcher.redrawn == 0, "a failed configuration has no results to tell"
+
+
+def test_rerun_duplicates_keeps_the_plain_optuna_searcher():
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raysearch.distributed.distinct import DistinctOptunaSearch
+    from raysearch.distributed.search import SearchSettings, _search
+
+    assert isinstance(_search(load_space("demo"), SearchSettings(), "s")[0], DistinctOptunaSearch)
+    rerun = _search(load_space("demo"), SearchSettings(rerun_duplicates=True), "s")[0]
+    assert type(rerun) is OptunaSearch

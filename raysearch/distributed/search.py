@@ -29,6 +29,7 @@ from ..errors import UserInputError
 from ..redact import check_storage_for_resume, redact_url
 from ..experiment import (Folder, absolute, experiment_path, finished_twin, holds_experiment, read_evaluations, read_meta,
                           trial_config_file, trial_error_file, trial_history_file, tune_has_saved, write_meta)
+from .distinct import DistinctOptunaSearch
 from .saved_state import keep_good_state, repair_saved_state
 from .worker import train_loop_per_worker
 
@@ -49,7 +50,9 @@ class SearchSettings:
     keep_checkpoints: int = 1  # per running trial: what a restart needs
     keep_finished_checkpoints: bool = False  # a finished trial keeps its exported model; its checkpoints go unless asked
     optuna_storage: str | None = None
-    rerun_duplicates: bool = False  # train a configuration the search has trained before, instead of reusing its results
+    # train a configuration the search has trained before, instead of asking the sampler for another (Optuna) or
+    # replaying its results (random search, or a proposal still trained after distinct.MAX_REDRAWS draws)
+    rerun_duplicates: bool = False
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -114,9 +117,11 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
         generator = BasicVariantGenerator(random_state=settings.seed, max_concurrent=max_concurrent_trials(settings))
         return generator, space.tune_param_space(grid=settings.sampler == "grid")
     sampler = optuna_sampler(settings.sampler, settings.seed, settings.num_samples)
-    searcher = OptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
-                            study_name=name, storage=open_optuna_storage(settings.optuna_storage))
-    return searcher, None
+    options = dict(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
+                   study_name=name, storage=open_optuna_storage(settings.optuna_storage))
+    if settings.rerun_duplicates:
+        return OptunaSearch(**options), None
+    return DistinctOptunaSearch(**options, space_dict=space.to_dict()), None
 
 
 def optuna_sampler(name: str, seed: int, num_samples: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
