@@ -17,6 +17,8 @@ from study import PAIRS, PARTS, PRESETS, RESULTS, SPARSITIES, experiment_name  #
 DOCS = HERE.parent / "docs"
 KEEP_MARKER = "<!-- notes below this line are kept when the study rewrites this page -->"
 SEARCHED = "searched (dev-best config, 3 seeds)"
+GOAL_POINTS = 3.0  # issue 11: the searched configuration >= 3 dev points over no_transfer, in at least 2 of 4 cells
+GOAL_CELLS = 2
 
 
 def load(folder: Path, name: str, frame: str) -> pd.DataFrame | None:
@@ -84,6 +86,51 @@ def cell_rows(folder: Path, pair: str, sparsity: float) -> list[dict]:
     return rows
 
 
+def cell_curves(folder: Path, pair: str, sparsity: float) -> pd.DataFrame:
+    """Dev accuracy by step of each method of a cell (mean and std over its seeds): the baselines' runs, and the
+    searched configuration's seed-0 trial with its reruns. Columns: method, step, dev, dev_std, seeds."""
+    runs = []
+    baselines = load(folder, experiment_name(pair, sparsity, "baselines"), "trials")
+    history = load(folder, experiment_name(pair, sparsity, "baselines"), "history")
+    if baselines is not None and history is not None:
+        presets = baselines[baselines["complete"]].set_index("trial_id")["preset"]
+        runs.append(history[history["trial_id"].isin(presets.index)].assign(method=lambda h: h["trial_id"].map(presets)))
+    search = load(folder, experiment_name(pair, sparsity, "search"), "trials")
+    if search is not None and search["complete"].any():
+        done = search[search["complete"]]
+        best = done.loc[done["target_dev"].idxmax(), "trial_id"]
+        parts = [(load(folder, experiment_name(pair, sparsity, "search"), "history"), [best])]
+        rerun = load(folder, experiment_name(pair, sparsity, "rerun"), "trials")
+        if rerun is not None:
+            parts.append((load(folder, experiment_name(pair, sparsity, "rerun"), "history"), list(rerun.loc[rerun["complete"], "trial_id"])))
+        label = SEARCHED if len(parts) > 1 else "searched (dev-best trial, seed 0 only)"
+        runs += [h[h["trial_id"].isin(ids)].assign(method=label) for h, ids in parts if h is not None]
+    if not runs:
+        return pd.DataFrame(columns=["method", "step", "dev", "dev_std", "seeds"])
+    curves = pd.concat(runs, ignore_index=True).dropna(subset=["target_dev"])
+    return (curves.groupby(["method", "step"])["target_dev"].agg(dev="mean", dev_std="std", seeds="count").reset_index())
+
+
+def study_verdict(folder: Path) -> list[dict]:
+    """Per cell: the searched configuration minus each baseline on dev (points, mean of per-seed differences), and
+    whether the goal holds (>= 3 points over no_transfer, and above sequential and multitask)."""
+    verdicts = []
+    for pair in PAIRS:
+        for sparsity in SPARSITIES:
+            rows = cell_rows(folder, pair, sparsity)
+            searched = next((r for r in rows if r["method"] == SEARCHED), None)
+            if searched is None:
+                continue
+            margins = {}
+            for base in (r for r in rows if r["method"] in PRESETS):
+                common = sorted(set(searched["dev_by_seed"]) & set(base["dev_by_seed"]))
+                margins[base["method"]] = 100 * np.mean([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common])
+            met = margins.get("no_transfer", -np.inf) >= GOAL_POINTS and all(margins.get(m, -np.inf) > 0 for m in PRESETS)
+            verdicts.append({"pair": pair, "sparsity": sparsity, "dev": searched["dev"], "test": searched["test"],
+                             **{f"minus {m}": margins.get(m, np.nan) for m in PRESETS}, "goal met": bool(met)})
+    return verdicts
+
+
 def describe(trial: pd.Series) -> str:
     """The how / what / when of one searched trial, in words."""
     from analysis.frames import coupled_groups
@@ -108,9 +155,9 @@ def cell_verdict(rows: list[dict]) -> list[str]:
         if not common:
             continue
         diffs = np.array([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common]) * 100
-        spread = f", per-seed differences {', '.join(f'{d:+.1f}' for d in diffs)}" if len(diffs) > 1 else ""
+        spread = f", per-seed differences {', '.join(_points(d) for d in diffs)}" if len(diffs) > 1 else ""
         verdict = "beats it by" if diffs.mean() > 0 else "does not beat it:"
-        lines.append(f"- vs `{base['method']}`: {verdict} {diffs.mean():+.1f} dev points (mean over {len(common)} seed"
+        lines.append(f"- vs `{base['method']}`: {verdict} {_points(diffs.mean())} dev points (mean over {len(common)} seed"
                      f"{'s' if len(common) > 1 else ''}{spread}).")
     return lines
 
@@ -130,6 +177,11 @@ def factor_answers(folder: Path, pair: str, sparsity: float) -> list[str]:
 
 
 # ------------------------------------------------------------------ render
+
+
+def _points(value: float) -> str:
+    """Accuracy points with a sign, one decimal; a difference that rounds to zero is +0.0, not -0.0."""
+    return f"{round(float(value), 1) + 0.0:+.1f}"
 
 
 def _fmt(value, std=None, scale=1.0) -> str:
@@ -173,6 +225,42 @@ def plot_pilot(curves: pd.DataFrame, out: Path, prefix: str = "pilot") -> list[s
     return names
 
 
+def plot_cell_curves(curves: pd.DataFrame, out: Path, name: str, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for method, run in curves.groupby("method"):
+        ax.plot(run["step"], run["dev"], marker="o", markersize=3, label=method if "seed" in method else f"{method} ({int(run['seeds'].max())} seeds)")
+        ax.fill_between(run["step"], run["dev"] - run["dev_std"].fillna(0), run["dev"] + run["dev_std"].fillna(0), alpha=0.12)
+    ax.set_xlabel("step")
+    ax.set_ylabel("dev accuracy (mean ± std over seeds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def verdict_lines(verdicts: list[dict]) -> list[str]:
+    if not verdicts:
+        return ["(no cell has its search re-run on 3 seeds yet)"]
+    lines = ["| pair | sparsity | searched dev | searched test | minus no_transfer | minus sequential | minus multitask | goal met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {v['pair']} | {v['sparsity']} | {v['dev']:.3f} | {v['test']:.3f} | {_points(v['minus no_transfer'])} | "
+              f"{_points(v['minus sequential'])} | {_points(v['minus multitask'])} | {'yes' if v['goal met'] else 'no'} |" for v in verdicts]
+    met = sum(v["goal met"] for v in verdicts)
+    lines += ["", f"Differences are dev points, the mean of per-seed differences. The goal: the searched configuration "
+              f"{GOAL_POINTS:+.0f} dev points or more over `no_transfer` and above `sequential` and `multitask`, in at least "
+              f"{GOAL_CELLS} of the 4 cells. **Met in {met} of {len(verdicts)} cells: "
+              f"{'reached' if met >= GOAL_CELLS else 'not reached'}.**"]
+    return lines
+
+
 def write_results(folder: Path, profile_name: str, profile: dict, out: Path | None = None) -> Path:
     out = out or results_page(profile_name)
     figures = out.parent / "results"
@@ -197,6 +285,7 @@ def write_results(folder: Path, profile_name: str, profile: dict, out: Path | No
     dense = dense_rows(folder)
     lines += ["## Dense references (the ceiling)", ""]
     lines += (_table(dense, first="pair") if dense else ["(not run yet)"]) + [""]
+    lines += ["## Verdict: does the searched configuration beat the baselines?", "", *verdict_lines(study_verdict(folder)), ""]
     lines += ["## Cells", ""]
     for pair in PAIRS:
         for sparsity in SPARSITIES:
@@ -207,6 +296,10 @@ def write_results(folder: Path, profile_name: str, profile: dict, out: Path | No
             lines += [f"### {pair} at target sparsity {sparsity}", "",
                       f"Experiments done: {', '.join(done)}. Rerun one: `python experiments/study.py{flag} --only {pair}:{sparsity}:PART` "
                       f"(PART: {', '.join(PARTS)}).", "", *_table(rows), ""]
+            curves = cell_curves(folder, pair, sparsity)
+            if len(curves):
+                name = plot_cell_curves(curves, figures, f"curves-{pair}-{sparsity}.png", f"{pair} at {sparsity}: dev by step")
+                lines += [f"![curves](results/{name})", ""]
             searched = next((r for r in rows if r["method"].startswith("searched")), None)
             if searched is not None:
                 repeats = searched["search_trials"] - searched["distinct_configs"]

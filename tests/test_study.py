@@ -82,7 +82,31 @@ def test_results_page_comes_from_compact_results_alone(tmp_path, monkeypatch):
     assert "vs `no_transfer`: beats it by +6.0 dev points (mean over 3 seeds, per-seed differences +8.0, +5.0, +5.0)" in page
     assert "vs `multitask`: beats it by +3.0" in page
     assert "tied, groups embeddings, transfer weight 0.50" in page
+    # the verdict across cells: +6 over no_transfer and above both other baselines, in the only cell there is
+    assert "| sst2_imdb | 0.6 | 0.770 | 0.760 | +6.0 | +16.0 | +3.0 | yes |" in page
+    assert "Met in 1 of 1 cells: not reached" in page  # the goal asks for 2 of the 4
     assert study_report.KEEP_MARKER in page
+
+
+def test_cell_curves_average_each_method_over_its_seeds_by_step(tmp_path):
+    """The learning curves of a cell: each baseline's runs by preset, and the searched configuration's seed-0 trial
+    (the dev-best of the search, not the others) with its reruns, as one method."""
+    def save(name, trials, history):
+        (tmp_path / name).mkdir()
+        trials.to_parquet(tmp_path / name / "trials.parquet")
+        pd.DataFrame(history, columns=["trial_id", "step", "target_dev"]).to_parquet(tmp_path / name / "history.parquet")
+
+    save("baselines-sst2_imdb-0.6", pd.concat([_trials("no_transfer", [0.70, 0.72]), _trials("multitask", [0.74, 0.76])]),
+         [("no_transfer0", 50, 0.60), ("no_transfer0", 100, 0.70), ("no_transfer1", 50, 0.64), ("no_transfer1", 100, 0.72),
+          ("multitask0", 50, 0.66), ("multitask0", 100, 0.74), ("multitask1", 50, 0.70), ("multitask1", 100, 0.76)])
+    save("search-sst2_imdb-0.6", _trials("searched", [0.69, 0.78]).assign(seed=0),
+         [("searched0", 100, 0.69), ("searched1", 100, 0.78)])
+    save("rerun-sst2_imdb-0.6", _trials("searched", [0.0, 0.74]).iloc[1:].assign(trial_id="r1"), [("r1", 100, 0.74)])
+    curves = study_report.cell_curves(tmp_path, "sst2_imdb", 0.6).set_index(["method", "step"])
+    assert curves.loc[("no_transfer", 50), "dev"] == pytest.approx(0.62) and curves.loc[("no_transfer", 100), "seeds"] == 2
+    assert curves.loc[("multitask", 100), "dev"] == pytest.approx(0.75)
+    assert curves.loc[(study_report.SEARCHED, 100), "dev"] == pytest.approx(0.76)  # 0.78 (seed 0's best) and 0.74
+    assert study_report.plot_cell_curves(curves.reset_index(), tmp_path, "c.png", "t") == "c.png" and (tmp_path / "c.png").stat().st_size > 0
 
 
 def test_a_grid_experiment_runs_without_ray_resumes_and_saves_compact_results(tmp_path, monkeypatch, capsys):
