@@ -26,7 +26,7 @@ class DistinctOptunaSearch(OptunaSearch):
         self._space_dict = space_dict
         self._finished_values = {}  # resolved config (JSON) -> objective values of a finished trial that ran it
         self._pending_keys = {}  # Tune trial id -> resolved config (JSON) of the trial it runs
-        self.redrawn = 0  # proposals told and drawn again, for the search's log and the tests
+        self.redrawn = 0  # proposals told and drawn again (the tests read it)
 
     def _config_key(self, params: dict) -> str:
         return json.dumps(space_from_dict(self._space_dict).trial_config(params).to_dict(), sort_keys=True)
