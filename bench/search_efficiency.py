@@ -32,12 +32,12 @@ import optuna
 import pandas as pd
 
 from analysis.pareto import hypervolume
+from raysearch.distributed.distinct import MAX_REDRAWS  # the product's limit: then a trained configuration is kept
 from raysearch.distributed.search import optuna_sampler, tpe_startup_trials
 from search_spaces import load_space
 
 IN_FLIGHT = 2  # trials a search runs at once: what 2 CPUs give a Ray search of 1-CPU trials
 DEFAULT = "tpe-distinct"  # the shipped default, `raysearch launch --sampler tpe`: TPE, finished configurations drawn again
-MAX_REDRAWS = 10  # as raysearch.distributed.search: then a configuration trained before is run again (replayed)
 KEPT = ("target_dev", "target_test", "remaining_params", "full_params", "exact_sparsity")
 
 
@@ -136,19 +136,19 @@ def run_search(sampler_name: str, seed: int, trials: int) -> str:
     while len(rows) < trials:
         asked = []
         for _ in range(min(IN_FLIGHT, trials - len(rows))):
-            for _attempt in range(MAX_REDRAWS + 1):
+            for attempt in range(MAX_REDRAWS + 1):
                 trial = study.ask()
                 space.sample(trial)
                 config = space.trial_config(trial.params)
-                if not distinct or config_key(config) not in told or _attempt == MAX_REDRAWS:
+                if not distinct or config_key(config) not in told or attempt == MAX_REDRAWS:
                     break
                 study.tell(trial, told[config_key(config)])  # what the product's searcher does: no trial spent
                 redrawn += 1
             asked.append((trial, config))
         for trial, config in asked:
             result = _result(config)
-            told[config_key(config)] = [result[metric] for metric in space.metrics]
-            study.tell(trial, told[config_key(config)])
+            values = told[config_key(config)] = [result[metric] for metric in space.metrics]
+            study.tell(trial, values)
             rows.append({"sampler": sampler_name, "seed": seed, "trial": trial.number, **trial.params,
                          **{k: result[k] for k in KEPT}, "trained_s": result["trained_s"]})
     out = folder / "searches" / f"{sampler_name}-seed{seed}.csv"

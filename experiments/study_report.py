@@ -74,16 +74,26 @@ def cell_rows(folder: Path, pair: str, sparsity: float) -> list[dict]:
             runs = baselines[(baselines["preset"] == preset) & baselines["complete"]]
             if len(runs):
                 rows.append(_row(preset, runs))
-    search = load(folder, experiment_name(pair, sparsity, "search"), "trials")
-    if search is not None and search["complete"].any():
-        done = search[search["complete"]]
-        best = done.loc[[done["target_dev"].idxmax()]]
-        rerun = load(folder, experiment_name(pair, sparsity, "rerun"), "trials")
-        runs = pd.concat([best, rerun[rerun["complete"]]]) if rerun is not None else best
-        label = SEARCHED if len(runs) > 1 else "searched (dev-best trial, seed 0 only)"
+    searched = searched_runs(folder, pair, sparsity)
+    if searched is not None:
+        done, runs, label = searched
+        best = runs.iloc[0]
         distinct = int(done["duplicate_of"].isna().sum()) if "duplicate_of" in done else len(done)
-        rows.append(_row(label, runs, search_trials=len(done), distinct_configs=distinct, best_trial=best["trial_id"].iloc[0], config=describe(best.iloc[0])))
+        rows.append(_row(label, runs, search_trials=len(done), distinct_configs=distinct, best_trial=best["trial_id"], config=describe(best)))
     return rows
+
+
+def searched_runs(folder: Path, pair: str, sparsity: float) -> tuple | None:
+    """(the search's finished trials, the runs of its dev-best configuration: that seed-0 trial first, then its
+    reruns, and their label); None before the search has a finished trial."""
+    search = load(folder, experiment_name(pair, sparsity, "search"), "trials")
+    if search is None or not search["complete"].any():
+        return None
+    done = search[search["complete"]]
+    best = done.loc[[done["target_dev"].idxmax()]]
+    rerun = load(folder, experiment_name(pair, sparsity, "rerun"), "trials")
+    runs = pd.concat([best, rerun[rerun["complete"]]]) if rerun is not None else best
+    return done, runs, SEARCHED if len(runs) > 1 else "searched (dev-best trial, seed 0 only)"
 
 
 def cell_curves(folder: Path, pair: str, sparsity: float) -> pd.DataFrame:
@@ -95,16 +105,13 @@ def cell_curves(folder: Path, pair: str, sparsity: float) -> pd.DataFrame:
     if baselines is not None and history is not None:
         presets = baselines[baselines["complete"]].set_index("trial_id")["preset"]
         runs.append(history[history["trial_id"].isin(presets.index)].assign(method=lambda h: h["trial_id"].map(presets)))
-    search = load(folder, experiment_name(pair, sparsity, "search"), "trials")
-    if search is not None and search["complete"].any():
-        done = search[search["complete"]]
-        best = done.loc[done["target_dev"].idxmax(), "trial_id"]
-        parts = [(load(folder, experiment_name(pair, sparsity, "search"), "history"), [best])]
-        rerun = load(folder, experiment_name(pair, sparsity, "rerun"), "trials")
-        if rerun is not None:
-            parts.append((load(folder, experiment_name(pair, sparsity, "rerun"), "history"), list(rerun.loc[rerun["complete"], "trial_id"])))
-        label = SEARCHED if len(parts) > 1 else "searched (dev-best trial, seed 0 only)"
-        runs += [h[h["trial_id"].isin(ids)].assign(method=label) for h, ids in parts if h is not None]
+    searched = searched_runs(folder, pair, sparsity)
+    if searched is not None:
+        _, searched_trials, label = searched
+        for part in ("search", "rerun"):
+            history = load(folder, experiment_name(pair, sparsity, part), "history")
+            if history is not None:
+                runs.append(history[history["trial_id"].isin(searched_trials["trial_id"])].assign(method=label))
     if not runs:
         return pd.DataFrame(columns=["method", "step", "dev", "dev_std", "seeds"])
     curves = pd.concat(runs, ignore_index=True).dropna(subset=["target_dev"])
@@ -121,10 +128,7 @@ def study_verdict(folder: Path) -> list[dict]:
             searched = next((r for r in rows if r["method"] == SEARCHED), None)
             if searched is None:
                 continue
-            margins = {}
-            for base in (r for r in rows if r["method"] in PRESETS):
-                common = sorted(set(searched["dev_by_seed"]) & set(base["dev_by_seed"]))
-                margins[base["method"]] = 100 * np.mean([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common])
+            margins = {base["method"]: paired_dev_points(searched, base).mean() for base in rows if base["method"] in PRESETS}
             met = margins.get("no_transfer", -np.inf) >= GOAL_POINTS and all(margins.get(m, -np.inf) > 0 for m in PRESETS)
             verdicts.append({"pair": pair, "sparsity": sparsity, "dev": searched["dev"], "test": searched["test"],
                              **{f"minus {m}": margins.get(m, np.nan) for m in PRESETS}, "goal met": bool(met)})
@@ -144,6 +148,12 @@ def describe(trial: pd.Series) -> str:
     return text
 
 
+def paired_dev_points(searched: dict, base: dict) -> np.ndarray:
+    """Searched minus baseline dev accuracy, in points, for each seed both have run."""
+    common = sorted(set(searched["dev_by_seed"]) & set(base["dev_by_seed"]))
+    return np.array([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common]) * 100
+
+
 def cell_verdict(rows: list[dict]) -> list[str]:
     """Does the searched configuration beat each baseline on dev, by how much, with what spread (paired by seed)?"""
     searched = next((r for r in rows if r["method"].startswith("searched")), None)
@@ -151,14 +161,13 @@ def cell_verdict(rows: list[dict]) -> list[str]:
         return []
     lines = []
     for base in (r for r in rows if r["method"] in PRESETS):
-        common = sorted(set(searched["dev_by_seed"]) & set(base["dev_by_seed"]))
-        if not common:
+        diffs = paired_dev_points(searched, base)
+        if not len(diffs):
             continue
-        diffs = np.array([searched["dev_by_seed"][s] - base["dev_by_seed"][s] for s in common]) * 100
         spread = f", per-seed differences {', '.join(_points(d) for d in diffs)}" if len(diffs) > 1 else ""
         verdict = "beats it by" if diffs.mean() > 0 else "does not beat it:"
-        lines.append(f"- vs `{base['method']}`: {verdict} {_points(diffs.mean())} dev points (mean over {len(common)} seed"
-                     f"{'s' if len(common) > 1 else ''}{spread}).")
+        lines.append(f"- vs `{base['method']}`: {verdict} {_points(diffs.mean())} dev points (mean over {len(diffs)} seed"
+                     f"{'s' if len(diffs) > 1 else ''}{spread}).")
     return lines
 
 
@@ -202,41 +211,27 @@ def _table(rows: list[dict], first: str | None = None) -> list[str]:
 
 
 def plot_pilot(curves: pd.DataFrame, out: Path, prefix: str = "pilot") -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = []
     for pair, group in curves.groupby("pair"):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for method, run in group.groupby("method"):
-            ax.plot(run["step"], run["target_dev"], marker="o", markersize=3, label=method)
-        ax.set_xlabel("step")
-        ax.set_ylabel("dev accuracy")
-        ax.set_title(f"pilot: {pair}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        name = f"{prefix}-{pair}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        names.append(name)
+        lines = [(method, run["step"], run["target_dev"], None) for method, run in group.groupby("method")]
+        names.append(_dev_by_step_figure(lines, out, f"{prefix}-{pair}.png", f"pilot: {pair}", "dev accuracy"))
     return names
 
 
-def plot_cell_curves(curves: pd.DataFrame, out: Path, name: str, title: str) -> str:
+def _dev_by_step_figure(lines: list[tuple], out: Path, name: str, title: str, ylabel: str) -> str:
+    """One line per (label, steps, dev, std or None), a band of ± std where given; saved as OUT/NAME."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for method, run in curves.groupby("method"):
-        ax.plot(run["step"], run["dev"], marker="o", markersize=3, label=method if "seed" in method else f"{method} ({int(run['seeds'].max())} seeds)")
-        ax.fill_between(run["step"], run["dev"] - run["dev_std"].fillna(0), run["dev"] + run["dev_std"].fillna(0), alpha=0.12)
+    for label, steps, dev, std in lines:
+        ax.plot(steps, dev, marker="o", markersize=3, label=label)
+        if std is not None:
+            ax.fill_between(steps, dev - std.fillna(0), dev + std.fillna(0), alpha=0.12)
     ax.set_xlabel("step")
-    ax.set_ylabel("dev accuracy (mean ± std over seeds)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -244,6 +239,12 @@ def plot_cell_curves(curves: pd.DataFrame, out: Path, name: str, title: str) -> 
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
     return name
+
+
+def plot_cell_curves(curves: pd.DataFrame, out: Path, name: str, title: str) -> str:
+    lines = [(method if "seed" in method else f"{method} ({int(run['seeds'].max())} seeds)", run["step"], run["dev"], run["dev_std"])
+             for method, run in curves.groupby("method")]
+    return _dev_by_step_figure(lines, out, name, title, "dev accuracy (mean ± std over seeds)")
 
 
 def verdict_lines(verdicts: list[dict]) -> list[str]:

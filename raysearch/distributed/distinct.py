@@ -22,14 +22,13 @@ MAX_REDRAWS = 10
 class DistinctOptunaSearch(OptunaSearch):
     def __init__(self, *args, space_dict: dict, **kwargs):
         super().__init__(*args, **kwargs)
-        # the space as a plain dict (Tune pickles the searcher with its state); the configs are keyed as they resolve
-        self._space_dict = space_dict
+        self._search_space = space_from_dict(space_dict)  # configs keyed as they resolve (`_space` is OptunaSearch's)
         self._finished_values = {}  # resolved config (JSON) -> objective values of a finished trial that ran it
         self._pending_keys = {}  # Tune trial id -> resolved config (JSON) of the trial it runs
         self.redrawn = 0  # proposals told and drawn again (the tests read it)
 
     def _config_key(self, params: dict) -> str:
-        return json.dumps(space_from_dict(self._space_dict).trial_config(params).to_dict(), sort_keys=True)
+        return json.dumps(self._search_space.trial_config(params).to_dict(), sort_keys=True)
 
     def suggest(self, trial_id: str):
         for attempt in range(MAX_REDRAWS + 1):
