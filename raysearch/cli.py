@@ -195,6 +195,7 @@ def cmd_launch(args) -> int:
                 "--sampler", settings.sampler, "--seed", str(settings.seed), "--max-failures", str(settings.max_failures)]
         argv += ["--keep-checkpoints"] if settings.keep_finished_checkpoints else []
         argv += ["--rerun-duplicates"] if settings.rerun_duplicates else []
+        argv += ["--verbose"] if args.verbose else []
         argv += [x for kv in args.set for x in ("--set", kv)]
         if settings.optuna_storage:
             argv += ["--optuna-storage", settings.optuna_storage]
@@ -205,20 +206,22 @@ def cmd_launch(args) -> int:
     from .distributed.search import open_optuna_storage
 
     open_optuna_storage(settings.optuna_storage)  # a storage that cannot be opened fails here, before Ray starts
-    return _run_search(args.address, lambda search: search.launch(space, settings, storage, name), path)
+    return _run_search(args.address, lambda search: search.launch(space, settings, storage, name), path, args.verbose)
 
 
-def _run_search(address, body, path) -> int:
+def _run_search(address, body, path, verbose: bool) -> int:
     import ray
 
     from .distributed import search
+    from .distributed.quiet import chatter_hidden
     from .distributed.status import format_table, trial_table
 
-    search.init_ray(address)
-    try:
-        body(search)
-    finally:
-        ray.shutdown()
+    with chatter_hidden(verbose):
+        search.init_ray(address, verbose)
+        try:
+            body(search)
+        finally:
+            ray.shutdown()
     frame = trial_table(path)
     print(format_table(frame))
     print(f"experiment: {path}  (status: raysearch status {path})")
@@ -276,7 +279,7 @@ def cmd_resume(args) -> int:
         print(format_table(frame))
         print(f"{path} is finished: {len(frame)} of {requested} trials done, nothing to resume (analyse it with `raysearch analyze`)")
         return 0
-    return _run_search(args.address, lambda search: search.resume(path, args.optuna_storage), path)
+    return _run_search(args.address, lambda search: search.resume(path, args.optuna_storage), path, args.verbose)
 
 
 def cmd_export(args) -> int:
@@ -336,6 +339,9 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+VERBOSE_HELP = "also show Ray's, Tune's and Optuna's own start-up lines and notices (default: raysearch's lines only)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -372,21 +378,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "on a GPU a rerun is another sample)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
-    launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db")
+    launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db (default: none; the study "
+                             "lives in the experiment's saved search state)")
     launch.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random", "grid"),
                         help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
     launch.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space's base config")
     launch.add_argument("--submit", action="store_true", help="submit as a Ray Job (visible in the dashboard) instead of running here")
     launch.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --submit (default: http://127.0.0.1:8265)")
+    launch.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     launch.set_defaults(func=cmd_launch)
 
     resume = sub.add_parser("resume", help="continue a stopped or crashed experiment")
-    resume.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME)")
-    resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit")
+    resume.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME) (default: none; give it or --job)")
+    resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit (default: give PATH instead)")
     resume.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
     resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it)")
+    resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it) "
+                                                            "(default: the URL the launch recorded, which has no password)")
     resume.set_defaults(func=cmd_resume)
 
     export = sub.add_parser("export", help="copy the models of a search's trials (default: its Pareto front) with a card each")

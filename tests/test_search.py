@@ -106,11 +106,13 @@ def _experiment(tmp_path, name):
     return tmp_path / "exp" / name
 
 
-def test_four_trial_search_on_two_cpus(cluster, tmp_path):
+def test_four_trial_search_on_two_cpus(cluster, tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'study.db'}"
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "4", "--storage-path", str(tmp_path / "exp"),
                  "--name", "four", "--optuna-storage", db, *FAST, "--set", "target.heldout_test_size=64"])
     assert code == 0
+    out = capsys.readouterr().out
+    assert "4/4 trials done" in out and "Configuration for experiment" not in out and "View detailed results" not in out
     frame = trial_table(str(_experiment(tmp_path, "four")))
     assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}
     assert frame["target_dev"].notna().all() and frame["remaining_params"].notna().all()
@@ -268,9 +270,11 @@ def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
 
 def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path, capsys):
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
-                 "--name", "fault", *FAST, "--set", "fault_inject_step=13"])
+                 "--name", "fault", *FAST, "--set", "fault_inject_step=13", "--verbose"])
     assert code == 0
-    assert "restarted: it continues from its step-10 checkpoint" in capsys.readouterr().out  # one line, not Ray's trace
+    out = capsys.readouterr().out
+    assert "restarted: it continues from its step-10 checkpoint" in out  # one line, not Ray's trace
+    assert "Configuration for experiment" in out  # --verbose: Tune's own lines too
     frame = trial_table(str(_experiment(tmp_path, "fault")))
     assert list(frame["status"]) == ["TERMINATED"] and frame["step"].iloc[0] == 20
     results = list((_experiment(tmp_path, "fault")).glob("*/result.json"))
@@ -332,7 +336,10 @@ def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch, ca
     monkeypatch.chdir(path.parent)  # a relative experiment path, as users type it
     capsys.readouterr()
     assert main(["resume", path.name, "--address", cluster["address"]]) == 0
-    assert f"{searcher_state.name} was empty; resuming from the last good copy" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert f"{searcher_state.name} was empty; resuming from the last good copy" in captured.err
+    # the progress counter counts the trials finished before the driver died, which the resumed driver never saw end
+    assert [line.split(";")[0] for line in captured.out.splitlines() if "trials done;" in line][-1] == "[raysearch] 4/4 trials done"
     assert (path / "damaged_state").is_dir()
     assert main(["status", path.name]) == 0
     frame = trial_table(str(path))

@@ -30,6 +30,7 @@ from ..redact import check_storage_for_resume, redact_url
 from ..experiment import (Folder, absolute, experiment_path, finished_twin, holds_experiment, read_evaluations, read_meta,
                           trial_config_file, trial_error_file, trial_history_file, tune_has_saved, write_meta)
 from .distinct import DistinctOptunaSearch
+from .quiet import RAY_LOGGING_LEVEL
 from .saved_state import keep_good_state, repair_saved_state
 from .worker import train_loop_per_worker
 
@@ -329,16 +330,18 @@ def open_optuna_storage(url: str | None):
                              "give an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db") from None
 
 
-def init_ray(address: str | None):
-    """Connect to a cluster, or start a local Ray bound to 127.0.0.1 without a dashboard."""
+def init_ray(address: str | None, verbose: bool = True):
+    """Connect to a cluster, or start a local Ray bound to 127.0.0.1 without a dashboard. Not `verbose`: Ray's own
+    log lines below ERROR (start-up, token-auth notices) are not shown (raysearch.distributed.quiet)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    level = RAY_LOGGING_LEVEL[verbose]
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
         with loopback_only_ray():
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=level)
 
 
 @contextlib.contextmanager
