@@ -378,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "on a GPU a rerun is another sample)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
-    launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db (default: none; the study "
-                             "lives in the experiment's saved search state)")
+    launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db "
+                                                 "(default: none; the study lives in the experiment's saved search state)")
     launch.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random", "grid"),
                         help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
     launch.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it) "
-                                                            "(default: the URL the launch recorded, which has no password)")
+                                                 "(default: the URL the launch recorded, enough when it had none)")
     resume.set_defaults(func=cmd_resume)
 
     export = sub.add_parser("export", help="copy the models of a search's trials (default: its Pareto front) with a card each")
