@@ -34,11 +34,9 @@ def test_every_option_says_what_it_does_and_what_happens_without_it(command):
         may_be_left_out = action.option_strings and not action.required and not is_flag
         if may_be_left_out or (not action.option_strings and action.nargs == "?"):
             assert "default" in action.help, f"{command} {name}: the help does not state its default ({action.help!r})"
-    # the defaults the help states are the parser's own
-    for action in _options(parser):
-        if isinstance(action.default, (int, float)) and not isinstance(action.default, bool) and action.option_strings:
+        if isinstance(action.default, (int, float)) and not isinstance(action.default, bool):  # the stated default is the parser's
             shown = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
-            assert f"default {shown}" in action.help or f"default: {shown}" in action.help, (command, action.option_strings, action.help)
+            assert f"default {shown}" in action.help or f"default: {shown}" in action.help, (command, name, action.help)
 
 
 def test_the_options_people_asked_about_show_their_defaults_in_the_help_page(capsys):
