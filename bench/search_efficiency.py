@@ -207,7 +207,7 @@ def paired_table(hv: pd.DataFrame) -> str:
         for budget, group in wide.groupby(level="trials"):
             diff = (group[sampler] - group["random"]).dropna()
             if len(diff):
-                lines.append(f"| {sampler} | {budget} | {diff.mean():+.4f} | {diff.std():.4f} | {int((diff > 0).sum())} of {len(diff)} seeds |")
+                lines.append(f"| {sampler} | {budget} | {diff.mean():+.4f} | {diff.std():.4f} | {ahead(diff)} |")
     return "\n".join(lines)
 
 
@@ -225,7 +225,12 @@ def target_verdict(hv: pd.DataFrame, sampler: str = DEFAULT) -> str:
     low, high = paired_interval(diff)
     return (f"target {sampler}@16 >= random@32 (mean of {len(seeds)} seeds): {ours[seeds].mean():.4f} vs {random[seeds].mean():.4f} "
             f"-> {verdict}; paired difference {diff.mean():+.4f} (std {diff.std():.4f}, 95% interval {low:+.4f} to {high:+.4f}), "
-            f"ahead in {int((diff >= 0).sum())} of {len(seeds)} seeds")
+            f"ahead in {ahead(diff)}")
+
+
+def ahead(diff: pd.Series) -> str:
+    """In how many seeds a sampler is strictly ahead (a tie, e.g. equal start-up trials, is not)."""
+    return f"{int((diff > 0).sum())} of {len(diff)} seeds"
 
 
 def paired_interval(diff: pd.Series, level: float = 0.95) -> tuple:
