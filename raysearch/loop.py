@@ -8,6 +8,7 @@ same function with their rank.
 """
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,6 @@ from .schedule import lr_factor
 from .transfer.joint import build_joint_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FAULT_EXIT_CODE = 75
 FAULT_DELAY_S = 5.0
 CHECKPOINT_FORMAT = 1
 
@@ -352,7 +352,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
 
     `progress(step, step_metrics)` is called after every step (e.g. a progress bar).
     `threads`: torch's intra-op threads, the CPUs this process was given (None leaves torch's setting).
-    Only rank 0 evaluates, reports and exports.
+    Only rank 0 evaluates and exports; every rank reports as often as rank 0 (Ray Train's report is collective).
     """
     if threads is not None:
         set_threads(threads)
@@ -360,8 +360,9 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if resume_from is not None:
         trainer.load_state_dict(read_checkpoint(resume_from), source=str(resume_from))
         trainer.resumed_from = trainer.step
-    final = None
+    final, trained = None, False
     while trainer.step < config.max_steps:
+        trained = True
         started = time.perf_counter()
         step_metrics = trainer.train_step()
         trainer.elapsed += time.perf_counter() - started
@@ -369,12 +370,12 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
             raise FloatingPointError(f"non-finite loss at step {trainer.step}: {step_metrics}; lower learning_rate or mask_lr")
         if progress is not None:
             progress(trainer.step, step_metrics)
-        if config.fault_inject_step == trainer.step and resume_from is None:
+        if config.fault_inject_step == trainer.step and resume_from is None and rank == world_size - 1:
             _die_for_testing()
         last = trainer.step == config.max_steps
         if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
             final = _evaluate_and_report(trainer, reporter, rank)
-    if final is None:  # resumed from the last step's checkpoint: only its final evaluation is left
+    if not trained:  # resumed from the last step's checkpoint: only its final evaluation is left (every rank reports it)
         final = trainer.evaluate(final=True) if rank == 0 else None
         reporter.report(final, None)
     if rank == 0:
@@ -416,14 +417,14 @@ def available_cpus() -> int:
 
 
 def _die_for_testing():
-    """Testing aid (`fault_inject_step`): the process dies abruptly, on its first attempt only.
+    """Testing aid (`fault_inject_step`): the last rank's process is SIGKILLed, on its first attempt only.
 
     It waits first: Ray Train collects reports by polling the workers, so a worker that dies
     within a moment of reporting can lose that report (and its checkpoint) with it. The wait makes
     the crash one that happens after the last checkpoint reached the controller.
     """
     time.sleep(FAULT_DELAY_S)
-    os._exit(FAULT_EXIT_CODE)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _evaluate_and_report(trainer: JointTrainer, reporter: Reporter, rank: int) -> dict | None:

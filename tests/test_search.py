@@ -283,6 +283,38 @@ def test_killed_worker_resumes_its_trial_from_checkpoint(cluster, tmp_path, caps
     assert [r["step"] for r in reports if "export_dir" not in r] == [10, 20] and "export_dir" in reports[-1]
 
 
+def _one_configuration_space(tmp_path) -> Path:
+    import yaml
+
+    space = load_space("demo").to_dict()
+    space["parameters"] = {"pruning.target_sparsity": {"choices": [0.5]}}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
+    return path
+
+
+def test_two_worker_trials_finish_and_a_killed_worker_resumes_to_the_same_result(cluster, tmp_path, capsys):
+    """Data-parallel trials (2 workers each, gloo on CPU): a search of two such trials, run side by side, finishes
+    (each rank reports as often as rank 0); a trial whose rank-1 worker is SIGKILLed after its step-10 checkpoint
+    restarts both workers from it and ends where the unkilled trials end."""
+    space = _one_configuration_space(tmp_path)
+    two_workers = ["--address", cluster["address"], "--workers-per-trial", "2", "--cpus-per-worker", "0.5",
+                   "--storage-path", str(tmp_path / "exp"), *FAST, "--set", "target.heldout_test_size=64"]
+    assert main(["launch", str(space), "--num-samples", "2", "--sampler", "random", "--rerun-duplicates", "--name", "ddp",
+                 *two_workers]) == 0
+    assert main(["launch", str(space), "--num-samples", "1", "--name", "ddp_killed", "--set", "fault_inject_step=13",
+                 *two_workers]) == 0
+    assert "restarted: it continues from its step-10 checkpoint" in capsys.readouterr().out
+    frame = trial_frame([str(_experiment(tmp_path, "ddp")), str(_experiment(tmp_path, "ddp_killed"))])
+    assert len(frame) == 3 and frame["complete"].all() and frame["duplicate_of"].isna().all()
+    # measured: the three runs agree to the last digit on a CPU; the tolerance leaves room for gloo's summation order
+    for column in ("target_dev", "target_test", "remaining_params", "exact_sparsity", "train_loss"):
+        assert frame[column].max() - frame[column].min() <= 1e-4 * max(1.0, abs(frame[column].max())), column
+    for experiment in ("ddp", "ddp_killed"):
+        history = history_frame(str(_experiment(tmp_path, experiment)))
+        assert set(history.groupby("trial_id")["step"].apply(tuple)) == {(10, 20)}
+
+
 def test_a_trial_that_fails_for_good_fails_the_launch_and_keeps_its_error(cluster, tmp_path, capsys):
     """The worker dies at step 5 on every attempt (no checkpoint before step 10 to continue from), so the trial
     exhausts its restarts: launch exits non-zero, the error is kept in the experiment, the trial is off the front."""

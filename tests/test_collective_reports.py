@@ -1,0 +1,38 @@
+"""Ray Train's report is collective: every rank of a trial must report exactly as often as rank 0, or the trial never
+ends (a 2-worker trial trained, exported, then hung). Checked here without Ray, on the loop itself."""
+import pytest
+
+from raysearch.loop import run
+
+from .conftest import MemoryReporter, tiny_train_config
+
+
+class CountingReporter(MemoryReporter):
+    """Counts every report, metrics or not, the way Ray Train's controller does (a Tune result needs metrics, so
+    checkpoints go with metrics, as under Ray)."""
+
+    keeps_checkpoints_alone = False
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.calls = 0
+
+    def report(self, metrics, checkpoint):
+        self.calls += 1
+        super().report(metrics, checkpoint)
+
+
+@pytest.mark.parametrize("resume_at", [None, 4, 8])  # a fresh run, a resume mid-run, a resume from the last step
+def test_every_rank_reports_as_often_as_rank_0(pair_task, tmp_path, resume_at):
+    config = tiny_train_config(pair_task, max_steps=8, eval_every=4, pruning={"target_sparsity": 0.3, "warmup_steps": 4, "finetune_steps": 2})
+    resume_from = None
+    if resume_at is not None:
+        first = CountingReporter(tmp_path / "first")
+        run(config, first, rank=0, world_size=2)
+        resume_from = next(c for c in first.checkpoints if c.name == f"step_{resume_at:06d}")
+    calls = {}
+    for rank in (0, 1):  # no process group: each rank trains its own shard alone, which is all the count depends on
+        reporter = CountingReporter(tmp_path / f"rank{rank}")
+        run(config, reporter, resume_from=resume_from, rank=rank, world_size=2)
+        calls[rank] = reporter.calls
+    assert calls[1] == calls[0] == (2 if resume_at is None else 1 if resume_at == 4 else 1)
