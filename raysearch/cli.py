@@ -362,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch = sub.add_parser("launch", help="run a multi-objective search (Ray Tune + Optuna, trials on Ray Train)")
     launch.add_argument("space", nargs="?", default="demo",
                         help="a shipped space name (raysearch spaces) or a YAML file (default: demo, the built-in synthetic pair)")
-    launch.add_argument("--address", help="Ray cluster address (default: start a local Ray on 127.0.0.1)")
+    launch.add_argument("--address", help="Ray cluster address, or auto: the cluster `ray start` recorded on this machine "
+                                           "(default: start a new local Ray on 127.0.0.1, whatever is recorded)")
     launch.add_argument("--num-samples", type=int, default=12, help="trials in total (default 12)")
     launch.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers of each trial (default 1)")
     launch.add_argument("--cpus-per-worker", type=float, default=1.0,
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME) (default: none; give it or --job)")
     resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit (default: give PATH instead)")
     resume.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
-    resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    resume.add_argument("--address", help="Ray cluster address, or auto (default: start a new local Ray on 127.0.0.1)")
     resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it) "
                                                  "(default: the URL the launch recorded, enough when it had none)")

@@ -409,6 +409,27 @@ def test_job_submission_carries_metadata_and_resume_finds_it(cluster, tmp_path, 
     assert f"experiment {_experiment(tmp_path, 'job')}" in out and "is finished: 1 of 1 trials done" in out
 
 
+def test_local_means_a_new_local_ray_and_a_dead_address_fails_at_once(tmp_path, monkeypatch, capsys):
+    """A stale `ray_current_cluster` record (an earlier `ray start` on the machine) must not capture a launch without
+    --address; --address that nothing answers at, or auto with that record, fails in one line within seconds."""
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's socket paths live under it
+    try:
+        (Path(ray_tmp) / "ray").mkdir()
+        (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")  # nothing listens there
+        monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        for address in (f"127.0.0.1:{_free_port()}", "auto"):
+            started = time.monotonic()
+            assert main(["launch", "demo", "--address", address, "--storage-path", str(tmp_path / "exp"), "--name", "dead"]) == 2
+            assert time.monotonic() - started < 15
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("raysearch: error: --address: nothing answers at"), err
+        assert main(["launch", "demo", "--num-samples", "1", "--storage-path", str(tmp_path / "exp"), "--name", "local", *FAST]) == 0
+        assert "1/1 trials done" in capsys.readouterr().out
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def test_invalid_space_fails_before_any_trial(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: {target: {source: x}}\nparameters:\n  transfer.groups: {subset_of: [ffnn]}\n")

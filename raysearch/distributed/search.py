@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -338,10 +339,32 @@ def init_ray(address: str | None, verbose: bool = True):
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     level = RAY_LOGGING_LEVEL[verbose]
     if address:
+        check_cluster_answers(address)
         ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
+        # "local": a new Ray of our own, never the cluster some earlier `ray start` recorded (a stale record hangs)
         with loopback_only_ray():
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=level)
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=level)
+
+
+def check_cluster_answers(address: str, timeout_s: float = 3.0):
+    """A cluster address that nothing answers fails in one line within seconds (Ray itself retries for a minute or
+    hangs). `auto` is the cluster a `ray start` recorded on this machine."""
+    from ray._private.utils import read_ray_address
+
+    given = address
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or read_ray_address()
+        if not address:
+            raise UserInputError("--address", "auto: no cluster is recorded on this machine (no `ray start` ran here)",
+                                 "start one with `ray start --head`, give its address, or leave --address out for a local Ray")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        recorded = f" (recorded as {address})" if given == "auto" else ""
+        raise UserInputError("--address", f"nothing answers at {given}{recorded}: {e.__class__.__name__}: {str(e)[:80] or 'not host:port'}",
+                             "start the cluster (`ray start --head`) or give the address it printed; leave --address out for a local Ray") from None
 
 
 @contextlib.contextmanager
