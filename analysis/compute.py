@@ -18,6 +18,7 @@ from raysearch.errors import UserInputError
 
 from .effects import MIN_TRIALS_FOR_CI, baseline_comparison, factor_effects, param_importances
 from .frames import Experiment, history_frame, trial_frame
+from .pick import verdicts
 from .pareto import (DEFAULT_OBJECTIVES, HeldOutCheck, Objectives, attainment_front, best_per_sparsity_bin, check_objectives,
                      default_reference, heldout_check, hypervolume, hypervolume_history, pareto_front, pareto_rank)
 
@@ -45,6 +46,7 @@ class Analysis:
     effects: pd.DataFrame = None
     importances: pd.Series = None
     baselines: pd.DataFrame = None
+    verdicts: list = None  # analysis.pick.Verdict per target-sparsity level: the pick and whether transfer helps
 
 
 def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objectives: Objectives = DEFAULT_OBJECTIVES,
@@ -85,6 +87,7 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
     result.effects = factor_effects(trials, quality, width=width, n_boot=n_boot)
     result.importances = param_importances(trials, quality)
     result.baselines = baseline_comparison(trials, quality, width=width)
+    result.verdicts = verdicts(trials, quality) if "configuration" in trials else []
     return result
 
 

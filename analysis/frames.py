@@ -21,6 +21,7 @@ from raysearch.config import config_from_dict
 from raysearch.experiment import Folder, read_evaluations, read_meta, trial_config_file, trial_error_file, trial_history_file
 from raysearch.config import GROUPS
 from search_spaces import space_from_dict
+from search_spaces.space import STAGE_KEY
 
 # Tune names a trial's folder {trainable}_{trial id}_{index}_...; ids are 8 hex digits from a searcher
 # (Optuna) or 5 hex digits, "_" and a 5-digit counter from Tune's own random and grid search
@@ -51,6 +52,7 @@ def config_columns(config) -> dict:
         "target_weight": t.target_weight,
         "target_sparsity": p.target_sparsity,
         "seed": config.seed,
+        "configuration": config.configuration_id(),  # shared by a configuration's seeds (its repeats)
         "max_steps": config.max_steps,
         "learning_rate": config.learning_rate,
         "target_train_size": config.target_train_size,
@@ -172,7 +174,8 @@ def trial_frame(paths) -> pd.DataFrame:
             final = results[-1] if results else {}
             row = {"experiment": exp.name, "trial_id": trial_id, "trial_index": index}
             row.update(config_columns(config) if config is not None else {})
-            row.update({f"param/{k}": v for k, v in params.items()})
+            row["stage"] = params.get(STAGE_KEY, "search")  # baseline | search | confirm (raysearch.distributed.staged)
+            row.update({f"param/{k}": v for k, v in params.items() if not k.startswith("__")})
             row.update({m: final.get(m) for m in METRICS})
             row.update({m: final.get(m) for m in BEST})
             row.update({m: final.get(m) for m in EXPORT})
@@ -185,7 +188,18 @@ def trial_frame(paths) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["experiment", "trial_id", "trial_index", "status", "complete", *METRICS])
-    return frame
+    return with_configuration_spread(frame)
+
+
+def with_configuration_spread(frame: pd.DataFrame, quality: str = "target_dev") -> pd.DataFrame:
+    """Each trial (one seed) with its configuration's seeds, mean and spread of QUALITY over its complete seeds."""
+    if "configuration" not in frame:
+        return frame
+    done = frame[frame["complete"].astype(bool)].assign(_q=lambda f: pd.to_numeric(f[quality], errors="coerce"))
+    done = done.drop_duplicates(["experiment", "configuration", "seed"])
+    spread = done.groupby(["experiment", "configuration"])["_q"].agg(["count", "mean", "std"])
+    spread.columns = ["config_seeds", f"config_{quality}_mean", f"config_{quality}_std"]
+    return frame.drop(columns=[c for c in spread.columns if c in frame]).join(spread, on=["experiment", "configuration"])
 
 
 def history_frame(paths) -> pd.DataFrame:
@@ -193,10 +207,12 @@ def history_frame(paths) -> pd.DataFrame:
     rows = []
     for exp in _experiments(paths):
         for trial_dir, trial_id, index in exp.trials():
+            config = exp.config(trial_dir, trial_id)
+            who = {"seed": config.seed, "configuration": config.configuration_id()} if config is not None else {}
             for result in exp.results(trial_dir, trial_id):
-                rows.append({"experiment": exp.name, "trial_id": trial_id, "trial_index": index,
+                rows.append({"experiment": exp.name, "trial_id": trial_id, "trial_index": index, **who,
                              **{m: result.get(m) for m in METRICS + BEST}})
-    return pd.DataFrame(rows, columns=["experiment", "trial_id", "trial_index", *METRICS, *BEST])
+    return pd.DataFrame(rows, columns=["experiment", "trial_id", "trial_index", "seed", "configuration", *METRICS, *BEST])
 
 
 def run_frames(run_dirs, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:

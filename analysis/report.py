@@ -7,6 +7,7 @@ from raysearch.experiment import model_in_experiment
 
 from .compute import Analysis, factor_answers
 from .frames import coupled_groups
+from .pick import verdict_table
 
 
 def _fmt(value, spec=".3f") -> str:
@@ -59,6 +60,14 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
             out += [f"{len(off)} trial(s) ended more than 0.01 away from their target sparsity (the controller did not land it; "
                     "a longer warm-up usually does): " + ", ".join(f"{r.trial_id} {r.exact_sparsity:.3f} for {r.target_sparsity:.2f}"
                                                                   for r in off.itertuples()) + ".", ""]
+
+    out += ["## Verdict: the pick", ""]
+    if result.verdicts:
+        out += [f"- {v.text}" for v in result.verdicts]
+        out += ["", "Paired differences over the seeds both configurations ran, in points of accuracy, with 95% t-intervals; "
+                "the pick is chosen on dev alone (docs/METHOD.md, \"The pick\").", "", _table(verdict_table(result.verdicts, quality)), ""]
+    else:
+        out += ["No configuration ran on the seeds a verdict needs.", ""]
 
     front = result.front.copy()
     front["groups"] = [", ".join(coupled_groups(r)) or "–" for _, r in front.iterrows()]

@@ -158,7 +158,8 @@ def _settings(args):
     return SearchSettings(num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage,
                           max_failures=args.max_failures, keep_finished_checkpoints=args.keep_checkpoints,
-                          rerun_duplicates=args.rerun_duplicates)
+                          rerun_duplicates=args.rerun_duplicates, repeats=args.repeats, baselines=not args.no_baselines,
+                          confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds)
 
 
 def cmd_launch(args) -> int:
@@ -195,6 +196,9 @@ def cmd_launch(args) -> int:
                 "--sampler", settings.sampler, "--seed", str(settings.seed), "--max-failures", str(settings.max_failures)]
         argv += ["--keep-checkpoints"] if settings.keep_finished_checkpoints else []
         argv += ["--rerun-duplicates"] if settings.rerun_duplicates else []
+        argv += ["--repeats", str(settings.repeats)] if settings.repeats else []
+        argv += ["--no-baselines"] if not settings.baselines else []
+        argv += ["--confirm-top", str(settings.confirm_top), "--confirm-seeds", str(settings.confirm_seeds)]
         argv += ["--verbose"] if args.verbose else []
         argv += [x for kv in args.set for x in ("--set", kv)]
         if settings.optuna_storage:
@@ -243,6 +247,10 @@ def _run_search(address, body, path, verbose: bool) -> int:
     written = write_outputs(result, Path(path) / "analysis")
     _print_front(result)
     print(f"analysis: {written['report.md']} (and the frames and plots beside it)")
+    from analysis.pick import summary_lines
+
+    for line in summary_lines(result.verdicts or []):  # the verdict and the picked model come last
+        print(line)
     return code
 
 
@@ -384,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random", "grid"),
                         help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
     launch.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    launch.add_argument("--repeats", type=int, default=None,
+                        help="seeds each configuration is trained on; the sampler is told their mean (default: the space's repeats, 2)")
+    launch.add_argument("--no-baselines", action="store_true",
+                        help="do not run the presets no_transfer, multitask, sequential first (default: they run in every search)")
+    launch.add_argument("--confirm-top", type=int, default=3,
+                        help="configurations per sparsity level that the confirmation stage re-trains, besides the best "
+                             "baseline and no_transfer (default 3)")
+    launch.add_argument("--confirm-seeds", type=int, default=3,
+                        help="fresh seeds of the confirmation stage that decides the pick; 0 skips it (default 3)")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space's base config")
     launch.add_argument("--submit", action="store_true", help="submit as a Ray Job (visible in the dashboard) instead of running here")
     launch.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --submit (default: http://127.0.0.1:8265)")

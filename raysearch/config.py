@@ -284,6 +284,14 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def configuration_id(self) -> str:
+        """What identifies the configuration apart from its seed (one of its repeats) and testing aids: its seeds share it."""
+        import hashlib
+        import json
+
+        data = {k: v for k, v in self.to_dict().items() if k not in ("seed", "fault_inject_step")}
+        return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
 
 # ---------------------------------------------------------------- construction from dicts
 

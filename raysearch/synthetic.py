@@ -21,7 +21,9 @@ from pathlib import Path
 from .errors import UserInputError
 
 PREFIX = "synthetic:"
-ROLES = ("target", "transfer")
+# noise: the transfer sentences with labels drawn at random, a transfer task that carries nothing about the target
+# (a pair where transfer cannot help; the known-truth tests of the pick use it)
+ROLES = ("target", "transfer", "noise")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class TopicWorld:
                     ("transfer", {"train": 20000, "dev": 1000}))
 
     def split_sizes(self, role: str) -> dict:
-        return dict(self.sizes)[role]
+        return dict(self.sizes)["transfer" if role == "noise" else role]
 
 
 def is_synthetic(source: str) -> bool:
@@ -47,7 +49,7 @@ def parse_source(source: str, where: str) -> tuple[str, int]:
     parts = source[len(PREFIX):].split(":")
     role = parts[0]
     if role not in ROLES or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise UserInputError(f"{where}.source", f"unknown synthetic task {source!r}", "use synthetic:target or synthetic:transfer, optionally :SEED")
+        raise UserInputError(f"{where}.source", f"unknown synthetic task {source!r}", "use synthetic:target, synthetic:transfer or synthetic:noise, optionally :SEED")
     return role, int(parts[1]) if len(parts) == 2 else 0
 
 
@@ -79,9 +81,11 @@ def generate(role: str, seed: int = 0, world: TopicWorld | None = None) -> dict:
 
     splits = {}
     for split, size in world.split_sizes(role).items():
-        r = random.Random(f"{seed}/{role}/{split}")  # each split its own stream: sizes can change independently
+        r = random.Random(f"{seed}/{'transfer' if role == 'noise' else role}/{split}")  # each split its own stream: sizes can change independently
         rows = [sentence(r) for _ in range(size)]
         labels = [topic if role == "transfer" else int(topic in positive) for _, topic in rows]
+        if role == "noise":
+            labels = [r.randrange(world.n_topics) for _ in rows]
         splits[split] = {"sentence": [s for s, _ in rows], "label": labels}
     return splits
 

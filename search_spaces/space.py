@@ -6,6 +6,7 @@ A space file has
     objectives: [{metric: target_dev, mode: max}, {metric: remaining_params, mode: min}]   (default)
                 (`latency_ms`, min: the exported model's inference latency, measured at every evaluation)
     parameters: {dotted.config.key: spec, ...}
+    repeats: 2   seeds each configuration is trained on (a seed is a repeat, never a parameter); default 2
 A spec is one of
     {choices: [a, b, ...]}                          categorical
     {low: x, high: y, log: true|false}              float (uniform or log-uniform)
@@ -34,6 +35,12 @@ DEFAULT_OBJECTIVES = ({"metric": "target_dev", "mode": "max"}, {"metric": "remai
 # values that a categorical parameter may take, for the keys where a typo would only fail inside a trial
 KNOWN_CHOICES = {"transfer.coupling": COUPLING_MODES, "transfer.preset": tuple(PRESETS)}
 SPEC_KEYS = {"choices", "low", "high", "log", "int", "subset_of", "fraction", "when"}
+DEFAULT_REPEATS = 2
+# the named baselines every search runs first, on the same seeds as every other configuration (docs/METHOD.md, "Presets")
+BASELINE_PRESETS = ("no_transfer", "multitask", "sequential")
+PRESET_PARAM = "transfer.preset"
+# keys the staged search adds to a trial's Tune config: its stage (baseline | search | confirm) and its seed
+STAGE_KEY, SEED_KEY = "__stage__", "__seed__"
 
 
 @dataclass
@@ -71,6 +78,7 @@ class SearchSpace:
     params: list[Param]
     objectives: list[dict]
     source: str = ""
+    repeats: int = DEFAULT_REPEATS
 
     @property
     def metrics(self) -> list[str]:
@@ -96,6 +104,8 @@ class SearchSpace:
         """Turn a trial's flat params (as Tune's trial config) into config overrides. Parameters whose
         `when` does not hold are dropped: Optuna never samples them, Tune's random search samples all."""
         out, taken = {}, {}
+        if flat.get(PRESET_PARAM) is not None:  # a baseline: its preset decides the transfer, the space the rest
+            out[PRESET_PARAM] = flat[PRESET_PARAM]
         for param in self.params:
             if not param.active(taken):
                 continue
@@ -111,12 +121,33 @@ class SearchSpace:
             out["transfer.coupling"] = "none"
         return out
 
-    def trial_config(self, flat: dict):
-        """The validated TrainConfig of one trial: the base with the trial's values set (no text round trip)."""
+    def trial_config(self, flat: dict, seed: int | None = None):
+        """The validated TrainConfig of one trial: the base with the trial's values (and its repeat's seed) set (no
+        text round trip). A baseline's preset replaces whatever transfer fields the base fixes."""
         data = copy.deepcopy(self.base)
-        for key, value in self.overrides(flat).items():
+        overrides = self.overrides(flat)
+        if PRESET_PARAM in overrides:
+            data["transfer"] = {k: v for k, v in (data.get("transfer") or {}).items() if k not in PRESETS[overrides[PRESET_PARAM]]}
+        for key, value in overrides.items():
             set_value(data, key, value)
+        if seed is not None:
+            data["seed"] = seed
         return config_from_dict(data)
+
+    @property
+    def base_seed(self) -> int:
+        return int(self.base.get("seed", 0))
+
+    def baseline_points(self) -> list[dict]:
+        """The named baselines as flat trial params: each preset at every combination of the space's categorical
+        parameters outside `transfer.` (e.g. each target sparsity), so every level carries its own baselines."""
+        axes = [[{p.path: c} for c in p.choices] for p in self.params if p.kind == "categorical" and not p.path.startswith("transfer.")]
+        levels = [{k: v for part in combo for k, v in part.items()} for combo in product(*axes)]
+        return [{PRESET_PARAM: preset, **level} for preset in BASELINE_PRESETS for level in levels]
+
+    def levels(self) -> int:
+        """Target-sparsity levels of the space (one pick each): the choices it searches, else one."""
+        return next((len(p.choices) for p in self.params if p.path == "pruning.target_sparsity" and p.kind == "categorical"), 1)
 
     def with_base(self, overrides: list[str]) -> "SearchSpace":
         """A copy whose base config has `key=value` overrides applied and local data paths made absolute
@@ -179,7 +210,7 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "base": self.base, "objectives": self.objectives,
-                "parameters": {p.path: _spec_of(p) for p in self.params}, "source": self.source}
+                "parameters": {p.path: _spec_of(p) for p in self.params}, "source": self.source, "repeats": self.repeats}
 
 
 def _define_by_run(space_dict: dict, trial):
@@ -200,6 +231,10 @@ def _spec_of(p: Param) -> dict:
 
 def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: list) -> Param | None:
     where = f"parameters.{path}"
+    if path == "seed":
+        problems.append(f"{where}: a seed is a repeat, not a parameter to search; remove it and set `repeats: N` in the space "
+                        "(or `raysearch launch --repeats N`)")
+        return None
     wrong_path = field_path_problem(path)
     if wrong_path:
         problems.append(f"{where}: not a config field ({wrong_path})")
@@ -272,8 +307,11 @@ def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace
     problems = []
     if not isinstance(data, dict):
         raise UserInputError(source or name or "space", "must be a YAML mapping", "write description, base and parameters as the shipped spaces do (`raysearch spaces` lists them)")
-    for key in set(data) - {"name", "description", "base", "base_file", "objectives", "parameters", "source"}:
-        problems.append(f"{key}: unknown key (use description, base or base_file, objectives, parameters)")
+    for key in set(data) - {"name", "description", "base", "base_file", "objectives", "parameters", "source", "repeats"}:
+        problems.append(f"{key}: unknown key (use description, base or base_file, objectives, parameters, repeats)")
+    repeats = data.get("repeats", DEFAULT_REPEATS)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        problems.append(f"repeats: must be a whole number >= 1 (seeds per configuration), got {repeats!r}")
     base = data.get("base")
     if base is None and data.get("base_file"):
         base_path = (Path(source).parent if source else Path.cwd()) / data["base_file"]
@@ -311,7 +349,7 @@ def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace
     if problems:
         raise UserInputError(source or name or "space", "; ".join(problems), "fix the search space file")
     return SearchSpace(name=data.get("name") or name, description=str(data.get("description", "")), base=base,
-                       params=params, objectives=objectives, source=source)
+                       params=params, objectives=objectives, source=source, repeats=repeats)
 
 
 def load_space(name_or_path: str) -> SearchSpace:

@@ -25,8 +25,11 @@ from search_spaces import load_space
 
 from .conftest import SHARED_DATA
 
-FAST = ["--set", f"target.source={SHARED_DATA / 'RTE'}", "--set", f"transfer.task.source={SHARED_DATA / 'RTE'}",
-        "--set", "max_steps=20", "--set", "eval_every=10", "--set", "pruning.warmup_steps=10", "--set", "pruning.finetune_steps=4"]
+SHORT = ["--set", f"target.source={SHARED_DATA / 'RTE'}", "--set", f"transfer.task.source={SHARED_DATA / 'RTE'}",
+         "--set", "max_steps=20", "--set", "eval_every=10", "--set", "pruning.warmup_steps=10", "--set", "pruning.finetune_steps=4"]
+# one seed per configuration, no baselines, no confirmation: what the tests of other behaviour need (test_pick_launch below
+# and tests/test_pick.py cover the stages)
+FAST = [*SHORT, "--repeats", "1", "--no-baselines", "--confirm-seeds", "0"]
 
 
 def _free_port() -> int:
@@ -206,19 +209,18 @@ def test_tune_random_search_baseline(cluster, tmp_path):
     assert code == 0
     frame = trial_table(str(_experiment(tmp_path, "random")))
     assert len(frame) == 2 and set(frame["status"]) == {"TERMINATED"} and frame["target_dev"].notna().all()
-    # Tune's generator is held to the cluster's concurrency (2 one-worker trials on 2 CPUs) like Optuna is
+    # Tune's grid generator is held to the cluster's concurrency (2 one-worker trials on 2 CPUs) like Optuna is
     import ray
 
     from raysearch.distributed.search import SearchSettings, _search
 
     ray.init(address=cluster["address"])
     try:
-        generator, _ = _search(load_space("demo"), SearchSettings(sampler="random"), "random")
-        assert generator.max_concurrent == 2
+        generator, _, total = _search(load_space("baselines"), SearchSettings(sampler="grid"), "grid")
+        assert generator.max_concurrent == 2 and total == 3 * 2 * 3  # presets x sparsities, on each of 3 seeds
     finally:
         ray.shutdown()
-    # Tune samples every parameter; the conditions still decide what a trial runs with
-    assert frame["param/transfer.coupling_strength"].notna().all()
+    # the conditions decide what a trial runs with
     assert (frame["coupling_strength"].notna() == (frame["coupling"] == "soft")).all()
 
 
@@ -348,19 +350,28 @@ def _finished_trials(path: Path) -> int:
     return count
 
 
-def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch, capsys):
-    """Also the full disk of docs/RELIABILITY.md: the driver died while writing Tune's state and left the searcher's
-    state empty; the resume goes back to the copy of the state the driver kept while it was whole."""
+def test_driver_killed_in_the_confirmation_stage_then_resume(cluster, tmp_path, monkeypatch, capsys):
+    """A staged search on one sparsity level (3 baselines, 1 searched configuration, then the confirmation of it, the
+    best baseline and no_transfer on a fresh seed) whose driver is killed once the confirmation has begun: the resume
+    enqueues no baseline again and re-trains no finished seed, and ends with the verdict. Also the full disk of
+    docs/RELIABILITY.md: the driver died while writing Tune's state and left the searcher's state empty; the resume goes
+    back to the copy of the state the driver kept while it was whole."""
+    import yaml
+
+    space = load_space("demo").to_dict()
+    space["parameters"]["pruning.target_sparsity"] = {"choices": [0.5]}
+    space_file = tmp_path / "one_level.yaml"
+    space_file.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
     path = _experiment(tmp_path, "crash")
-    driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "launch", "demo", "--address", cluster["address"],
-                               "--num-samples", "4", "--storage-path", str(tmp_path / "exp"), "--name", "crash", *FAST],
+    driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "launch", str(space_file), "--address", cluster["address"],
+                               "--num-samples", "1", "--repeats", "1", "--confirm-top", "1", "--confirm-seeds", "1",
+                               "--storage-path", str(tmp_path / "exp"), "--name", "crash", *SHORT, "--set", "target.heldout_test_size=64"],
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: _finished_trials(path) >= 1, 240, "a finished trial")
+        _wait_for(lambda: _finished_trials(path) >= 5, 400, "the confirmation stage")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert 1 <= _finished_trials(path) < 4
     good = sorted(p.name for p in (path / "saved_state_good").iterdir())
     assert [n.split("-")[0] for n in good] == ["experiment_state", "search_gen_state", "searcher"]
     searcher_state = next(path.glob("searcher-state-*.pkl"))
@@ -370,13 +381,22 @@ def test_driver_killed_mid_search_then_resume(cluster, tmp_path, monkeypatch, ca
     assert main(["resume", path.name, "--address", cluster["address"]]) == 0
     captured = capsys.readouterr()
     assert f"{searcher_state.name} was empty; resuming from the last good copy" in captured.err
+    frame = trial_table(str(path))
+    assert set(frame["status"]) == {"TERMINATED"} and frame["trial_id"].is_unique
+    trials = trial_frame([str(path)])
+    stages = trials["stage"].value_counts().to_dict()
+    assert stages["baseline"] == 3 and stages["search"] == 1 and stages["confirm"] in (2, 3)  # the best baseline may be no_transfer
+    assert not trials.duplicated(["configuration", "seed"]).any()  # no seed of a configuration trained twice
+    assert set(trials.loc[trials["stage"] == "confirm", "seed"]) == {1}
     # the progress counter counts the trials finished before the driver died, which the resumed driver never saw end
-    assert [line.split(";")[0] for line in captured.out.splitlines() if "trials done;" in line][-1] == "[raysearch] 4/4 trials done"
+    assert [line.split(";")[0] for line in captured.out.splitlines() if "trials done;" in line][-1] == f"[raysearch] {len(frame)}/7 trials done"
+    verdict = [line for line in captured.out.splitlines() if line.startswith("verdict: ")]
+    assert len(verdict) == 1 and ("Transfer helps this pair" in verdict[0] or "Transfer does not help this pair" in verdict[0])
+    assert captured.out.rstrip().splitlines()[-1].startswith("  pick: ") and " model " in captured.out.rstrip().splitlines()[-1]
+    report = (path / "analysis" / "report.md").read_text()
+    assert report.index("## Verdict: the pick") < report.index("## Pareto front")
     assert (path / "damaged_state").is_dir()
     assert main(["status", path.name]) == 0
-    frame = trial_table(str(path))
-    assert len(frame) == 4 and set(frame["status"]) == {"TERMINATED"}  # no trial lost, none duplicated
-    assert frame["trial_id"].is_unique
     # every trial's evaluations are all there, also those from before the driver died (Tune's result.json of a
     # trial that continued from a checkpoint holds only what came after)
     history = history_frame(str(path))
@@ -499,6 +519,6 @@ def test_rerun_duplicates_keeps_the_plain_optuna_searcher():
     from raysearch.distributed.distinct import DistinctOptunaSearch
     from raysearch.distributed.search import SearchSettings, _search
 
-    assert isinstance(_search(load_space("demo"), SearchSettings(), "s")[0], DistinctOptunaSearch)
-    rerun = _search(load_space("demo"), SearchSettings(rerun_duplicates=True), "s")[0]
+    assert isinstance(_search(load_space("demo"), SearchSettings(), "s")[0].searcher, DistinctOptunaSearch)
+    rerun = _search(load_space("demo"), SearchSettings(rerun_duplicates=True), "s")[0].searcher
     assert type(rerun) is OptunaSearch

@@ -25,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from analysis.pareto import pareto_front  # progress lines use the analysis's own non-dominated sorting
 from search_spaces import SearchSpace, space_from_dict
+from search_spaces.space import SEED_KEY
 
 from ..errors import UserInputError
 from ..redact import check_storage_for_resume, redact_url
@@ -33,10 +34,11 @@ from ..experiment import (Folder, absolute, experiment_path, finished_twin, hold
 from .distinct import DistinctOptunaSearch
 from .quiet import RAY_LOGGING_LEVEL
 from .saved_state import keep_good_state, repair_saved_state
+from .staged import StagedSearch
 from .worker import train_loop_per_worker
 
-# Optuna's TPE and NSGA-II; Ray Tune's BasicVariantGenerator for random search and for the full grid of
-# categorical choices (e.g. the baselines: every preset x seed once)
+# Optuna's TPE, NSGA-II and random sampler; Ray Tune's BasicVariantGenerator for the full grid of categorical
+# choices (e.g. the baselines space: every preset x sparsity, on each seed)
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
@@ -55,6 +57,10 @@ class SearchSettings:
     # train a configuration the search has trained before, instead of asking the sampler for another (Optuna) or
     # replaying its results (random search, or a proposal still trained after distinct.MAX_REDRAWS draws)
     rerun_duplicates: bool = False
+    repeats: int | None = None  # seeds per configuration; default: the space's `repeats`
+    baselines: bool = True  # no_transfer, multitask, sequential first, on the same seeds
+    confirm_top: int = 3  # configurations per level re-trained on fresh seeds after the search
+    confirm_seeds: int = 3  # fresh seeds of the confirmation stage (0: none)
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -65,6 +71,10 @@ class SearchSettings:
             raise UserInputError("--gpus-per-worker", "resources per worker must be >= 0", "give a non-negative number")
         if self.max_failures < 0:
             raise UserInputError("--max-failures", f"must be >= 0, got {self.max_failures}", "give 0 (no restart) or more")
+        for name, flag, least in (("repeats", "--repeats", 1), ("confirm_top", "--confirm-top", 1), ("confirm_seeds", "--confirm-seeds", 0)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise UserInputError(flag, f"must be a whole number >= {least}, got {value!r}", f"give {least} or more")
         if self.sampler not in SAMPLERS:
             raise UserInputError("--sampler", f"unknown sampler {self.sampler!r}", f"choose one of {', '.join(SAMPLERS)}")
 
@@ -75,7 +85,7 @@ class SearchSettings:
 def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str, experiment: str):
     """One Tune trial: resolve and validate its config, store it in the experiment (the analysis reads it there),
     then fit a TorchTrainer under a stable per-trial name. The workers get the validated config itself."""
-    config = space_from_dict(space).trial_config(tune_config)
+    config = space_from_dict(space).trial_config(tune_config, seed=tune_config.get(SEED_KEY))
     s = SearchSettings(**settings)
     trial_id = tune.get_context().get_trial_id()
     folder = Folder(experiment)
@@ -110,20 +120,24 @@ def _trainable(meta: dict, experiment: str):
 
 
 def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
-    """(search algorithm, Tune param_space): Optuna with two objectives, or Tune's random search."""
-    if settings.sampler in ("random", "grid"):
+    """(search algorithm, Tune param_space, trials at most): a staged search (baselines, Optuna's configurations on
+    `repeats` seeds, confirmation; raysearch.distributed.staged), or Tune's grid of every combination on each seed."""
+    repeats = settings.repeats or space.repeats
+    seeds = list(range(space.base_seed, space.base_seed + repeats))
+    if settings.sampler == "grid":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         # max_concurrent here too: Tune does not apply TuneConfig.max_concurrent_trials to a generator passed in,
         # and every 0-CPU trial would start at once (measured: 32 trials started, 3 killed by Ray's OOM monitor)
         generator = BasicVariantGenerator(random_state=settings.seed, max_concurrent=max_concurrent_trials(settings))
-        return generator, space.tune_param_space(grid=settings.sampler == "grid")
+        return generator, {**space.tune_param_space(grid=True), SEED_KEY: tune.grid_search(seeds)}, space.grid_size() * repeats
     sampler = optuna_sampler(settings.sampler, settings.seed, settings.num_samples)
     options = dict(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
                    study_name=name, storage=open_optuna_storage(settings.optuna_storage))
-    if settings.rerun_duplicates:
-        return OptunaSearch(**options), None
-    return DistinctOptunaSearch(**options, space_dict=space.to_dict()), None
+    inner = OptunaSearch(**options) if settings.rerun_duplicates else DistinctOptunaSearch(**options, space_dict=space.to_dict())
+    staged = StagedSearch(inner, space.to_dict(), repeats, settings.num_samples, settings.baselines, settings.confirm_top,
+                          settings.confirm_seeds)
+    return staged, None, staged.max_trials()
 
 
 def optuna_sampler(name: str, seed: int, num_samples: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
@@ -131,6 +145,8 @@ def optuna_sampler(name: str, seed: int, num_samples: int, startup_trials: int |
     `startup_trials`: TPE's random trials before it models anything (default `tpe_startup_trials(num_samples)`)."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     # Optuna's default of 10 random start-up trials would spend most of a 12-32 trial search before TPE models
     # anything; constant_liar keeps trials that run at the same time from being proposed the same point
     startup = tpe_startup_trials(num_samples) if startup_trials is None else startup_trials
@@ -262,12 +278,12 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
     stored_settings = {**asdict(settings), "optuna_storage": settings.optuna_storage and redact_url(settings.optuna_storage)}
     meta = {"name": name, "storage_path": storage_path, "space": space.to_dict(), "settings": stored_settings,
             "train_storage": f"{path}/train_runs", "created": time.time()}
-    searcher, param_space = _search(space, settings, name)
-    # a grid runs each combination once, whatever --num-samples says
-    total = space.grid_size() if settings.sampler == "grid" else settings.num_samples
+    searcher, param_space, total = _search(space, settings, name)
+    meta["planned_trials"] = total
     tuner = tune.Tuner(
         _trainable(meta, path),
         param_space=param_space,
+        # a grid runs each combination on each seed once; a staged search at most `total` trials
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1 if settings.sampler == "grid" else total,
                                     max_concurrent_trials=max_concurrent_trials(settings)),
         # one retry of a whole trial, from its last checkpoint, for what Ray Train does not restart itself: a worker
@@ -279,7 +295,10 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
     )
     write_meta(path, meta)
     if not quiet:
-        print(f"[raysearch] experiment {path}: {total} trials of space {space.name!r} ({settings.sampler}), "
+        stages = "" if settings.sampler == "grid" else (
+            f" (baselines {'on' if settings.baselines else 'off'}, {settings.num_samples} configurations, "
+            f"{settings.repeats or space.repeats} seeds each, confirmation on {settings.confirm_seeds} fresh seeds)")
+        print(f"[raysearch] experiment {path}: up to {total} trials of space {space.name!r} ({settings.sampler}){stages}, "
               f"{max_concurrent_trials(settings)} at a time")
     return tuner.fit()
 
