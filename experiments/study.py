@@ -91,25 +91,25 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, result
     name = experiment_name(pair, sparsity, part, distill)
     seeds = profile["seeds"]
     if part == "dense":
-        space = {"description": "dense reference", "base": dense_config(pair, profile), "parameters": {"seed": {"choices": seeds}}}
+        space = {"description": "dense reference", "base": {**dense_config(pair, profile), "seed": seeds[0]},
+                 "parameters": {"transfer.preset": {"choices": ["no_transfer"]}}, "repeats": len(seeds)}
         return space_from_dict(space, name=name), "grid", len(seeds)
     base = base_config(pair, sparsity, profile)
     if distill:
         base["distill"] = {"enabled": True}
     if part == "baselines":
-        space = {"description": "baselines", "base": base,
-                 "parameters": {"transfer.preset": {"choices": list(PRESETS)}, "seed": {"choices": seeds}}}
+        space = {"description": "baselines", "base": {**base, "seed": seeds[0]},
+                 "parameters": {"transfer.preset": {"choices": list(PRESETS)}}, "repeats": len(seeds)}
         return space_from_dict(space, name=name), "grid", len(PRESETS) * len(seeds)
     if part == "search":
         hww = load_space("how_what_when").to_dict()
         params = {k: v for k, v in hww["parameters"].items() if k not in ("pruning.target_sparsity", "seed")}
-        space = {"description": "how/what/when", "base": {**base, "seed": seeds[0]}, "parameters": params}
+        space = {"description": "how/what/when", "base": {**base, "seed": seeds[0]}, "parameters": params, "repeats": 1}
         return space_from_dict(space, name=name), "tpe", profile["search_trials"]
     if part == "rerun":
         best = best_searched_config(pair, sparsity, results, distill)
-        best.pop("seed")
-        space = {"description": "the search's dev-best configuration on the other seeds", "base": best,
-                 "parameters": {"seed": {"choices": seeds[1:]}}}
+        space = {"description": "the search's dev-best configuration on the other seeds", "base": {**best, "seed": seeds[1]},
+                 "parameters": {"max_steps": {"choices": [best["max_steps"]]}}, "repeats": len(seeds) - 1}
         return space_from_dict(space, name=name), "grid", len(seeds) - 1
     raise ValueError(part)
 
@@ -157,7 +157,9 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
         print(f"[study] {name}: {complete}/{trials} trials finished; resuming", flush=True)
         resume(path)
     else:
-        settings = SearchSettings(num_samples=trials if sampler != "grid" else 1, sampler=sampler, seed=0,
+        # this study's search is the one-seed search of its time (no baselines or confirmation: parts of their own)
+        settings = SearchSettings(num_samples=trials if sampler != "grid" else 1, sampler=sampler, seed=0, repeats=None,
+                                  baselines=False, confirm_seeds=0,
                                   workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker)
         launch(space, settings, storage, name, quiet=args.quiet)
     complete = int(trial_frame([path])["complete"].sum())
@@ -188,7 +190,9 @@ def run_experiment_locally(pair, sparsity, part, profile, args, storage) -> str:
         raise SystemExit(f"[study] {space.name}: the how/what/when search needs Ray (Tune + Optuna); run it without --local-workers")
     folder = Path(storage) / space.name
     (folder / "configs").mkdir(parents=True, exist_ok=True)
-    runs = [(folder / f"trial_{i:03d}", space.trial_config(flat)) for i, flat in enumerate(space.grid_points())]
+    from search_spaces.space import SEED_KEY
+
+    runs = [(folder / f"trial_{i:03d}", space.trial_config(flat, seed=flat[SEED_KEY])) for i, flat in enumerate(space.grid_points())]
     pending = [(run_dir, config) for run_dir, config in runs if not (run_dir / "final_metrics.json").is_file()]
     threads = max(1, available_cpus() // args.local_workers)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}

@@ -181,8 +181,8 @@ class SearchSpace:
         return space
 
     def grid_points(self) -> list[dict]:
-        """Every combination of categorical choices as flat params, the first parameter varying slowest: the trials
-        of Tune's grid search, for running a grid without Ray."""
+        """Every combination of categorical choices as flat params, the first parameter varying slowest, on each of the
+        space's `repeats` seeds (SEED_KEY): the trials of Tune's grid search, for running a grid without Ray."""
         self._check_categorical("grid", "give those parameters choices")
         axes = []
         for p in self.params:
@@ -190,6 +190,7 @@ class SearchSpace:
                 axes.append([{p.path: c} for c in p.choices])
             else:
                 axes += [[{f"{p.path}.{g}": v} for v in ("on", "off")] for g in p.choices]
+        axes.append([{SEED_KEY: self.base_seed + i} for i in range(self.repeats)])
         return [{k: v for part in combo for k, v in part.items()} for combo in product(*axes)]
 
     def _check_categorical(self, field: str, fix: str):
@@ -198,8 +199,8 @@ class SearchSpace:
             raise UserInputError(field, f"needs categorical parameters only; {', '.join(continuous)} are continuous", fix)
 
     def grid_size(self) -> int:
-        """Trials in the full grid of categorical choices (a subset parameter is on/off per element)."""
-        size = 1
+        """Trials in the full grid of categorical choices (a subset parameter is on/off per element), each on `repeats` seeds."""
+        size = self.repeats
         for p in self.params:
             size *= 2 ** len(p.choices) if p.kind == "subset" else len(p.choices) if p.kind == "categorical" else 1
         return size

@@ -59,7 +59,7 @@ def test_every_problem_is_reported_with_its_key_path():
     message = _problems({"base": base, "parameters": {
         "transfer.groups": {"subset_of": ["embeddings", "ffnn"]},
         "transfer.coupling": {"choices": ["tied", "glued"]},
-        "seed": {"choices": []},
+        "target_train_size": {"choices": []},
         "learning_rate": {"low": 1e-3, "high": 1e-5, "log": True},
         "transfer.transfer_start_step": {"low": 0, "high": 500, "int": True},
         "transfer.transfer_weight": {"distribution": "beta"},
@@ -67,7 +67,7 @@ def test_every_problem_is_reported_with_its_key_path():
     }})
     for fragment in ("parameters.transfer.groups.subset_of: unknown group 'ffnn'",
                      "parameters.transfer.coupling.choices: unknown value 'glued'",
-                     "parameters.seed.choices: empty",
+                     "parameters.target_train_size.choices: empty",
                      "parameters.learning_rate: low 0.001 > high 1e-05",
                      "parameters.transfer.transfer_start_step.high: start step 500 is beyond max_steps=100",
                      "parameters.transfer.transfer_weight: unknown distribution key(s) distribution",
@@ -77,7 +77,7 @@ def test_every_problem_is_reported_with_its_key_path():
 
 def test_bad_base_and_missing_parameters():
     assert "base.transfer.coupling" in _problems({"base": {"target": {"source": "x"}, "transfer": {"coupling": "glued"}},
-                                                  "parameters": {"seed": {"choices": [0]}}})
+                                                  "parameters": {"learning_rate": {"choices": [0.001]}}})
     assert "parameters: empty" in _problems({"base": {"target": {"source": "x"}}})
     assert "when: 'transfer.coupling' is not a parameter listed before" in _problems(
         {"base": {"target": {"source": "x"}}, "parameters": {"transfer.coupling_strength": {"low": 0.1, "high": 1, "when": {"transfer.coupling": "soft"}}}})
@@ -113,7 +113,7 @@ def test_grid_covers_every_baseline_once_and_refuses_continuous_parameters():
     space = load_space("baselines")
     grid = space.tune_param_space(grid=True)
     assert grid["transfer.preset"] == {"grid_search": ["no_transfer", "sequential", "multitask"]}
-    assert space.grid_size() == 3 * 2 * 3  # presets x sparsities x seeds
+    assert space.grid_size() == 3 * 2 * 3 and space.repeats == 3  # presets x sparsities, each on 3 seeds
     with pytest.raises(UserInputError, match="--sampler grid: needs categorical parameters only; transfer.coupling_strength"):
         load_space("demo").tune_param_space(grid=True)
 
