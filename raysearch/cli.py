@@ -376,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers of each trial (default 1)")
     launch.add_argument("--cpus-per-worker", type=float, default=1.0,
                         help="CPUs per worker (default 1); the cluster's CPUs over workers x CPUs decide how many trials run at once")
-    launch.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
+    launch.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="GPUs per worker: a fraction in (0, 1] packs several trials on one GPU (0.25: four), a whole "
+                             "number gives each worker that many (default 0)")
     launch.add_argument("--max-failures", type=int, default=2,
                         help="worker restarts per trial after a crash, each from the trial's last checkpoint (default 2)")
     launch.add_argument("--keep-checkpoints", action="store_true",

@@ -304,6 +304,24 @@ def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: lis
     return None
 
 
+def _value_problems(base: dict, params: list[Param]) -> list[str]:
+    """Each value a parameter may take (every choice, both ends of a range), set alone on the base: a value its own
+    field refuses (a sparsity of 1.5) is reported now, not inside a trial. Problems of other fields are left to the
+    combinations that set them (soft coupling needs a strength, which another parameter gives)."""
+    problems = []
+    for p in params:
+        values = p.choices if p.kind == "categorical" else [p.low, p.high] if p.kind in ("float", "int") else []
+        for value in values:
+            data = copy.deepcopy(base)
+            try:
+                set_value(data, p.path, int(value) if p.kind == "int" else value)
+                config_from_dict(data)
+            except UserInputError as e:
+                if e.where == p.path:
+                    problems.append(f"parameters.{p.path}: the value {value!r}: {e.problem} — {e.fix}")
+    return problems
+
+
 def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace:
     problems = []
     if not isinstance(data, dict):
@@ -347,6 +365,8 @@ def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace
             config_from_dict(base)
         except UserInputError as e:
             problems.append(f"base.{e.where}: {e.problem} — {e.fix}")
+        else:
+            problems += _value_problems(base, params)
     if problems:
         raise UserInputError(source or name or "space", "; ".join(problems), "fix the search space file")
     return SearchSpace(name=data.get("name") or name, description=str(data.get("description", "")), base=base,

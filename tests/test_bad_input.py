@@ -342,3 +342,45 @@ def test_resuming_a_search_whose_storage_had_a_password_asks_for_it(tmp_path, ca
     (experiment / "raysearch_experiment.json").write_text(json.dumps(meta))
     _fails(capsys, ["resume", str(experiment)], "--optuna-storage", "needs its password", "--optuna-storage URL")
     _fails(capsys, ["resume", str(experiment), "--optuna-storage", f"postgresql://bob:{SECRET}@h/db"], "not this experiment's")
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--cpus-per-worker", "-1"], ["--cpus-per-worker", "must be >= 0"]),
+    (["--gpus-per-worker", "1.5"], ["--gpus-per-worker", "neither a fraction in (0, 1] nor a whole number", "0.25"]),
+    (["--gpus-per-worker", "-0.5"], ["--gpus-per-worker"]),
+    (["--repeats", "0"], ["--repeats", ">= 1"]),
+    (["--confirm-seeds", "-1"], ["--confirm-seeds", ">= 0"]),
+    (["--set", "max_steps=-1"], ["demo.yaml", "base.max_steps", "must be >= 1"]),  # the base after --set, before Ray
+])
+def test_search_options_and_the_base_are_checked_before_ray_starts_naming_the_option(tmp_path, capsys, argv, fragments):
+    import sys
+
+    _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), *argv], *fragments)
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_sampled_value_out_of_range_fails_before_ray_starts_naming_the_field_and_the_space_file(tmp_path, capsys):
+    from search_spaces import load_space
+
+    space = load_space("demo").to_dict()
+    space["parameters"]["pruning.target_sparsity"] = {"choices": [0.5, 1.5]}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
+    _fails(capsys, ["launch", str(path), "--storage-path", str(tmp_path / "exp")],
+           str(path), "parameters.pruning.target_sparsity: the value 1.5: must be in [0, 1)")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_fractional_gpus_are_what_each_worker_asks_ray_for():
+    from raysearch.distributed.search import SearchSettings, scaling_config
+
+    quarter = scaling_config(SearchSettings(workers_per_trial=2, cpus_per_worker=1, gpus_per_worker=0.25))
+    assert quarter.num_workers == 2 and quarter.use_gpu and quarter.resources_per_worker == {"CPU": 1, "GPU": 0.25}
+    assert scaling_config(SearchSettings(gpus_per_worker=2)).resources_per_worker == {"CPU": 1.0, "GPU": 2}
+    cpu = scaling_config(SearchSettings())
+    assert not cpu.use_gpu and cpu.resources_per_worker == {"CPU": 1.0}
+
+
+def test_a_dashboard_address_without_a_scheme_is_refused_at_once(capsys):
+    _fails(capsys, ["jobs", "--dashboard", "127.0.0.1:8265"], "--dashboard", "no scheme", "http://127.0.0.1:8265")

@@ -167,8 +167,8 @@ def test_confirmation_takes_the_top_searched_the_best_baseline_and_no_transfer_p
 
 def _search_locally(transfer_source: str, tmp_path) -> list:
     """The staged search of the demo space at one sparsity, every trial a real (short) training of the tiny model,
-    driven one trial at a time as Tune would; returns the verdicts of the resulting trial frame."""
-    from analysis.frames import config_columns
+    driven one trial at a time in this process; returns the verdicts of the resulting trial frame."""
+    from raysearch.distributed.staged import drive_locally
     from raysearch.loop import run
 
     from .conftest import MemoryReporter
@@ -180,15 +180,9 @@ def _search_locally(transfer_source: str, tmp_path) -> list:
     inner = DistinctOptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes,
                                  sampler=optuna.samplers.TPESampler(seed=0), space_dict=space.to_dict())
     search = StagedSearch(inner, space.to_dict(), repeats=2, configurations=1, confirm_top=1, confirm_seeds=2)
-    rows = []
-    while (suggested := search.suggest(trial_id := f"t{len(rows):02d}")) not in (None, Searcher.FINISHED):
-        config = space.trial_config(suggested, seed=suggested[SEED_KEY])
-        final = run(config, MemoryReporter(tmp_path / trial_id), threads=1)
-        search.on_trial_complete(trial_id, final)
-        rows.append({"experiment": "e", "trial_id": trial_id, "stage": suggested[STAGE_KEY], "complete": True,
-                     **config_columns(config), **final})
-    assert suggested == Searcher.FINISHED  # one trial at a time: never left waiting
-    return verdicts(pd.DataFrame(rows))
+    trials = drive_locally(search, lambda config, trial_id: run(config, MemoryReporter(tmp_path / trial_id), threads=1))
+    assert trials["stage"].value_counts()[["baseline", "search"]].tolist() == [6, 2]
+    return verdicts(trials)
 
 
 def test_known_truth_the_pick_is_a_transfer_configuration_where_transfer_helps(tmp_path):

@@ -12,6 +12,8 @@ AGENT_WAIT_S = 120
 
 
 def _client(dashboard: str):
+    if "://" not in dashboard:  # Ray's client would try for a minute before saying why
+        raise UserInputError("--dashboard", f"{dashboard!r} has no scheme", f"give it as http://{dashboard}")
     from ray.job_submission import JobSubmissionClient
 
     try:

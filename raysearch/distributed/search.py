@@ -67,8 +67,12 @@ class SearchSettings:
             raise UserInputError("--num-samples", f"must be >= 1, got {self.num_samples}", "give a positive trial count")
         if self.workers_per_trial < 1:
             raise UserInputError("--workers-per-trial", f"must be >= 1, got {self.workers_per_trial}", "give a positive worker count")
-        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
-            raise UserInputError("--gpus-per-worker", "resources per worker must be >= 0", "give a non-negative number")
+        if self.cpus_per_worker < 0:
+            raise UserInputError("--cpus-per-worker", f"must be >= 0, got {self.cpus_per_worker:g}", "give a non-negative number, e.g. 1")
+        g = self.gpus_per_worker
+        if g < 0 or (g > 1 and g != int(g)):
+            raise UserInputError("--gpus-per-worker", f"{g:g} is neither a fraction in (0, 1] nor a whole number of GPUs",
+                                 "give e.g. 0.25 (four workers share a GPU), 1, or 2")
         if self.max_failures < 0:
             raise UserInputError("--max-failures", f"must be >= 0, got {self.max_failures}", "give 0 (no restart) or more")
         for name, flag, least in (("repeats", "--repeats", 1), ("confirm_top", "--confirm-top", 1), ("confirm_seeds", "--confirm-seeds", 0)):
@@ -95,11 +99,10 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
         for evaluation in read_evaluations(folder, [trial_history_file(twin)]):
             tune.report({**evaluation, "duplicate_of": twin})
         return
-    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config, "experiment": experiment, "trial_id": trial_id},
-        scaling_config=ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources),
+        scaling_config=scaling_config(s),
         run_config=RunConfig(
             name=f"trial_{trial_id}",  # stable: a restarted trial finds its own checkpoints
             storage_path=train_storage,
@@ -111,6 +114,12 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
     trainer.fit()
     if not s.keep_finished_checkpoints:  # finished: its exported model and results stay, its checkpoints go
         Folder(train_storage).delete(f"trial_{trial_id}")
+
+
+def scaling_config(s: SearchSettings) -> ScalingConfig:
+    """What one trial asks Ray for: its workers, each with its CPUs and (a fraction of) a GPU, which Ray packs."""
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
+    return ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources)
 
 
 def _trainable(meta: dict, experiment: str):

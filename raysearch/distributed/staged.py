@@ -136,3 +136,22 @@ class StagedSearch(Searcher):
         for r in self.records.values():
             counts[r["stage"]] = counts.get(r["stage"], 0) + 1
         return counts
+
+
+def drive_locally(search: StagedSearch, train) -> "pd.DataFrame":  # noqa: F821
+    """Run a staged search one trial at a time in this process, without Ray (tests, benchmarks): `train(config,
+    trial_id)` trains one trial and returns its final metrics. Returns the trial frame (analysis.frames' columns)."""
+    import pandas as pd
+
+    from analysis.frames import config_columns, with_configuration_spread
+
+    rows = []
+    while (suggested := search.suggest(trial_id := f"local{len(rows):03d}")) not in (None, Searcher.FINISHED):
+        config = search.space.trial_config(suggested, seed=suggested[SEED_KEY])
+        final = train(config, trial_id)
+        search.on_trial_complete(trial_id, final)
+        rows.append({"experiment": "local", "trial_id": trial_id, "stage": suggested[STAGE_KEY], "complete": True,
+                     **config_columns(config), **final})
+    if suggested is None:  # one trial at a time, every result is in before the next suggestion: it cannot wait
+        raise RuntimeError("the staged search waited with no trial running")
+    return with_configuration_spread(pd.DataFrame(rows))

@@ -5,7 +5,7 @@ import pandas as pd
 
 from ..experiment import model_in_experiment
 
-COLUMNS = ("trial_id", "status", "step", "target_dev", "exact_sparsity", "remaining_params", "model")
+COLUMNS = ("trial_id", "stage", "seed", "status", "step", "target_dev", "exact_sparsity", "remaining_params", "model")
 
 
 def trial_table(path: str) -> pd.DataFrame:
