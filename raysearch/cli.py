@@ -287,6 +287,21 @@ def cmd_resume(args) -> int:
         print(format_table(frame))
         print(f"{path} is finished: {len(frame)} of {requested} trials done, nothing to resume (analyse it with `raysearch analyze`)")
         return 0
+    if args.submit:
+        from .distributed import jobs
+
+        from .redact import has_password
+
+        if args.optuna_storage and has_password(args.optuna_storage):  # a job's command line is shown to every dashboard user
+            raise UserInputError("--optuna-storage", "a password in the URL would be shown in the job's command line on the dashboard",
+                                 "let the database driver find it on the cluster (PGPASSWORD, ~/.pgpass), or resume without --submit")
+        previous = args.job or (jobs.recorded_job(path) or {}).get("job_id")
+        argv = ["resume", path, "--address", "auto"] + (["--verbose"] if args.verbose else [])
+        argv += ["--optuna-storage", args.optuna_storage] if args.optuna_storage else []
+        job_id = jobs.resubmit(path, previous, args.dashboard, argv)
+        print(f"submitted job {job_id} resuming {path}" + (f" (the search of job {previous})" if previous else ""))
+        print(f"follow it with: raysearch status {path}")
+        return 0
     return _run_search(args.address, lambda search: search.resume(path, args.optuna_storage), path, args.verbose)
 
 
@@ -319,11 +334,37 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from .distributed import jobs
     from .distributed.status import activity_line, format_table, trial_table
+    from .experiment import EXPERIMENT_FILE, Folder
 
-    frame = trial_table(args.path)
+    if bool(args.path) == bool(args.job):
+        raise UserInputError("status", "needs exactly one of PATH or --job JOB_ID", "give the experiment folder or the job id")
+    path = args.path or jobs.experiment_of_job(args.job, args.dashboard)
+    recorded = {"job_id": args.job, "dashboard": args.dashboard} if args.job else jobs.recorded_job(path)
+    job_status = None
+    if recorded:  # a search submitted as a Ray Job: what the job is doing decides what the trials' states mean
+        try:
+            job_status = str(jobs.job_info(recorded["job_id"], recorded["dashboard"]).status.value)
+        except UserInputError:
+            job_status = "unknown (the dashboard does not answer)"
+    folder = Folder(path)
+    if recorded and not folder.exists(EXPERIMENT_FILE):
+        print(f"job {recorded['job_id']} is {job_status}: submitted, and it has not written its experiment {path} yet"
+              + ("" if job_status in ("PENDING", "RUNNING") else f" (its output: ray job logs {recorded['job_id']})"))
+        return 0
+    frame = trial_table(path)
+    stopped = recorded is not None and job_status in jobs.ENDED and job_status != "SUCCEEDED"
+    if stopped and len(frame):  # Tune's saved state still says RUNNING for what the stopped job was doing
+        frame = frame.assign(status=frame["status"].replace({"RUNNING": "STOPPED", "PENDING": "STOPPED"}))
     print(format_table(frame))
-    line = activity_line(frame, args.path)
+    if stopped:
+        print(f"the search's job {recorded['job_id']} is {job_status}: nothing is running; continue it with "
+              f"`raysearch resume {path} --submit --dashboard {recorded['dashboard']}` (or without --submit, here)")
+        return 0
+    if job_status:
+        print(f"job {recorded['job_id']}: {job_status}")
+    line = activity_line(frame, path)
     if line:
         print(line)
     return 0
@@ -372,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a shipped space name (raysearch spaces) or a YAML file (default: demo, the built-in synthetic pair)")
     launch.add_argument("--address", help="Ray cluster address, or auto: the cluster `ray start` recorded on this machine "
                                            "(default: start a new local Ray on 127.0.0.1, whatever is recorded)")
-    launch.add_argument("--num-samples", type=int, default=12, help="trials in total (default 12)")
+    launch.add_argument("--num-samples", type=int, default=12, help="configurations the sampler proposes, each trained on --repeats seeds, besides the baselines and the confirmation (default 12)")
     launch.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers of each trial (default 1)")
     launch.add_argument("--cpus-per-worker", type=float, default=1.0,
                         help="CPUs per worker (default 1); the cluster's CPUs over workers x CPUs decide how many trials run at once")
@@ -384,15 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--keep-checkpoints", action="store_true",
                         help="keep a finished trial's checkpoints (default: only its exported model and results stay)")
     launch.add_argument("--rerun-duplicates", action="store_true",
-                        help="train a configuration the search has already trained (default: TPE/NSGA-II are told its "
-                             "results and asked for another, random search reuses them; on a CPU training is deterministic, "
-                             "on a GPU a rerun is another sample)")
+                        help="train a configuration the search has already trained (default: the sampler is told its "
+                             "results and asked for another; on a CPU training is deterministic, on a GPU a rerun is another sample)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db "
                                                  "(default: none; the study lives in the experiment's saved search state)")
     launch.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random", "grid"),
-                        help="tpe (default) or nsga2 (Optuna, two objectives); random (Ray Tune's random search); grid (every combination of categorical choices once)")
+                        help="tpe (default), nsga2 or random (Optuna, two objectives); grid (every combination of categorical choices on each seed, "
+                             "without baselines or confirmation)")
     launch.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     launch.add_argument("--repeats", type=int, default=None,
                         help="seeds each configuration is trained on; the sampler is told their mean (default: the space's repeats, 2)")
@@ -415,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
     resume.add_argument("--address", help="Ray cluster address, or auto (default: start a new local Ray on 127.0.0.1)")
     resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    resume.add_argument("--submit", action="store_true",
+                        help="resume as a Ray Job carrying the original job's metadata (default: resume here)")
     resume.add_argument("--optuna-storage", help="the Optuna storage URL again, when it had a password (raysearch never stores it) "
                                                  "(default: the URL the launch recorded, enough when it had none)")
     resume.set_defaults(func=cmd_resume)
@@ -433,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(func=cmd_jobs)
 
     status = sub.add_parser("status", help="table of an experiment's trials")
-    status.add_argument("path", help="the experiment folder (STORAGE/NAME) or its storage URI")
+    status.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME) or its storage URI (default: none; give it or --job)")
+    status.add_argument("--job", help="the search a `launch --submit` job runs (default: give PATH instead)")
+    status.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
     status.set_defaults(func=cmd_status)
 
     analyze = sub.add_parser("analyze", help="frames, Pareto fronts, plots and the how/what/when report of experiments")

@@ -397,27 +397,50 @@ def test_driver_killed_in_the_confirmation_stage_then_resume(cluster, tmp_path, 
     assert (tmp_path / "shipped" / frame["trial_id"].iloc[0] / "card.json").is_file()
 
 
-def test_job_submission_carries_metadata_and_resume_finds_it(cluster, tmp_path, capsys):
+def test_a_submitted_search_can_be_followed_stopped_and_resumed_as_a_job(cluster, tmp_path, capsys):
+    """Against a real `ray start` cluster with token auth: `status` right after `launch --submit` says the job has not
+    written its experiment yet; after `ray job stop` no trial is shown RUNNING and the line says how to resume;
+    `resume --submit` runs as a job with the original's metadata; `jobs` lists the searches; `resume --job` finds one."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    code = main(["launch", "demo", "--submit", "--dashboard", cluster["dashboard"], "--num-samples", "1",
+    path = _experiment(tmp_path, "job")
+    code = main(["launch", "demo", "--submit", "--dashboard", cluster["dashboard"], "--num-samples", "2",
                  "--storage-path", str(tmp_path / "exp"), "--name", "job", *FAST])
     assert code == 0
     out = capsys.readouterr().out
     job_id = out.split("submitted job ")[1].split(";")[0]
+    assert main(["status", str(path)]) == 0
+    assert f"job {job_id} is " in (line := capsys.readouterr().out) and "has not written its experiment" in line, line
     client = JobSubmissionClient(cluster["dashboard"])
-    _wait_for(lambda: client.get_job_status(job_id) in (JobStatus.SUCCEEDED, JobStatus.FAILED), 300, "the job")
-    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-2000:]
     metadata = client.get_job_info(job_id).metadata
-    assert metadata["raysearch_experiment"] == "job"
-    assert metadata["raysearch_experiment_path"] == str(_experiment(tmp_path, "job"))
+    assert metadata["raysearch_experiment"] == "job" and metadata["raysearch_experiment_path"] == str(path)
+    # stopped once a trial has started and Tune has saved its state
+    _wait_for(lambda: list(path.glob("trial_configs/*.json")) and list(path.glob("experiment_state-*.json")), 240, "a started trial")
+    client.stop_job(job_id)
+    _wait_for(lambda: client.get_job_status(job_id) in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED), 120, "the stop")
+    assert client.get_job_status(job_id) == JobStatus.STOPPED
+    assert main(["status", "--job", job_id, "--dashboard", cluster["dashboard"]]) == 0
+    out = capsys.readouterr().out
+    assert " RUNNING " not in out and f"the search's job {job_id} is STOPPED: nothing is running" in out and "resume" in out
+    # resumed as a job that carries the same raysearch metadata
+    assert main(["resume", str(path), "--submit", "--dashboard", cluster["dashboard"]]) == 0
+    resumed = capsys.readouterr().out.split("submitted job ")[1].split(" ")[0]
+    _wait_for(lambda: client.get_job_status(resumed) in (JobStatus.SUCCEEDED, JobStatus.FAILED), 300, "the resumed job")
+    assert client.get_job_status(resumed) == JobStatus.SUCCEEDED, client.get_job_logs(resumed)[-2000:]
+    info = client.get_job_info(resumed)
+    assert info.metadata["raysearch_experiment"] == "job" and info.metadata["raysearch_resumes"] == job_id
+    assert "raysearch resume" in info.entrypoint
+    frame = trial_table(str(path))
+    assert len(frame) == 2 and set(frame["status"]) == {"TERMINATED"}
+    assert main(["status", str(path)]) == 0
+    assert f"job {resumed}: SUCCEEDED" in capsys.readouterr().out
     # the dashboard's jobs are listed with their experiments, so a search can be resumed by the id shown
     assert main(["jobs", "--dashboard", cluster["dashboard"]]) == 0
-    listed = next(line for line in capsys.readouterr().out.splitlines() if job_id in line)
-    assert "job" in listed and "SUCCEEDED" in listed and "1/1" in listed and str(_experiment(tmp_path, "job")) in listed
-    assert main(["resume", "--job", job_id, "--dashboard", cluster["dashboard"], "--address", cluster["address"]]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if resumed in line)
+    assert "SUCCEEDED" in listed and "2/2" in listed and str(path) in listed
+    assert main(["resume", "--job", resumed, "--dashboard", cluster["dashboard"], "--address", cluster["address"]]) == 0
     out = capsys.readouterr().out
-    assert f"experiment {_experiment(tmp_path, 'job')}" in out and "is finished: 1 of 1 trials done" in out
+    assert f"experiment {path}" in out and "is finished: 2 of 2 trials done" in out
 
 
 def test_local_means_a_new_local_ray_and_a_dead_address_fails_at_once(tmp_path, monkeypatch, capsys):

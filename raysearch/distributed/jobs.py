@@ -9,6 +9,8 @@ META_EXPERIMENT = "raysearch_experiment"
 META_STORAGE = "raysearch_storage_path"
 META_PATH = "raysearch_experiment_path"
 AGENT_WAIT_S = 120
+JOB_FILE = "raysearch_job.json"  # in the experiment folder from the moment of submission: which job writes it, and where
+ENDED = ("STOPPED", "FAILED", "SUCCEEDED")
 
 
 def _client(dashboard: str):
@@ -24,10 +26,59 @@ def _client(dashboard: str):
 
 
 def submit(argv: list[str], name: str, storage_path: str, experiment: str, dashboard: str, space: str) -> str:
-    """Submit `raysearch <argv>` as a job; the metadata is enough to find and resume the experiment."""
+    """Submit `raysearch <argv>` as a job; the metadata is enough to find and resume the experiment. The experiment
+    folder gets JOB_FILE at once, so that `raysearch status` knows the job before the job has written anything."""
     client = _client(dashboard)
     entrypoint = shlex.join(["raysearch", *argv])  # each argument quoted: no shell string from user input
     metadata = {META_EXPERIMENT: name, META_STORAGE: storage_path, META_PATH: experiment, "raysearch_space": space}
+    job_id = _submit(client, entrypoint, metadata, dashboard)
+    record_job(experiment, job_id, dashboard)
+    return job_id
+
+
+def record_job(experiment: str, job_id: str, dashboard: str):
+    import json
+
+    from ..experiment import Folder
+
+    try:
+        Folder(experiment).write_text(JOB_FILE, json.dumps({"job_id": job_id, "dashboard": dashboard}))
+    except OSError:
+        pass  # storage only the cluster reaches: `status --job` still finds the job
+
+
+def recorded_job(experiment: str) -> dict | None:
+    import json
+
+    from ..experiment import Folder
+
+    try:
+        folder = Folder(experiment)
+        return json.loads(folder.read_text(JOB_FILE)) if folder.exists(JOB_FILE) else None
+    except (OSError, ValueError, UserInputError):
+        return None
+
+
+def job_info(job_id: str, dashboard: str):
+    """The job's JobDetails (status, metadata, entrypoint); a one-line error for an unknown job."""
+    client = _client(dashboard)
+    try:
+        return client.get_job_info(job_id)
+    except Exception as e:
+        raise UserInputError("--job", f"no job {job_id!r} at {dashboard} ({type(e).__name__})", "copy the id from `ray job list` or the dashboard") from None
+
+
+def resubmit(experiment: str, job_id: str | None, dashboard: str, argv: list[str]) -> str:
+    """Submit `raysearch <argv>` (a resume) as a job carrying the original job's raysearch metadata."""
+    metadata = dict(job_info(job_id, dashboard).metadata or {}) if job_id else {}
+    metadata.setdefault(META_PATH, experiment)
+    metadata["raysearch_resumes"] = job_id or ""
+    new_id = _submit(_client(dashboard), shlex.join(["raysearch", *argv]), metadata, dashboard)
+    record_job(experiment, new_id, dashboard)
+    return new_id
+
+
+def _submit(client, entrypoint: str, metadata: dict, dashboard: str) -> str:
     # a head that has just started (or is busy) answers "No available agent to submit job, please try again later"
     # until its job agent is up: tens of seconds on a loaded 2-CPU machine
     deadline = time.monotonic() + AGENT_WAIT_S
@@ -44,12 +95,7 @@ def submit(argv: list[str], name: str, storage_path: str, experiment: str, dashb
 
 
 def experiment_of_job(job_id: str, dashboard: str) -> str:
-    client = _client(dashboard)
-    try:
-        info = client.get_job_info(job_id)
-    except Exception as e:
-        raise UserInputError("--job", f"no job {job_id!r} at {dashboard} ({type(e).__name__})", "copy the id from `ray job list` or the dashboard") from None
-    path = (info.metadata or {}).get(META_PATH)
+    path = (job_info(job_id, dashboard).metadata or {}).get(META_PATH)
     if not path:
         raise UserInputError("--job", f"job {job_id!r} carries no raysearch metadata", "give a job that `raysearch launch --submit` started")
     return path

@@ -15,7 +15,10 @@ def trial_table(path: str) -> pd.DataFrame:
 
 
 def requested_trials(meta: dict) -> int:
-    """How many trials a search was launched for (a grid: its size, whatever --num-samples said)."""
+    """How many trials a search was launched for: what launch planned (a staged search's baselines, repeats and
+    confirmation at most; a grid's combinations on each seed), or, for an older experiment, --num-samples."""
+    if meta.get("planned_trials"):
+        return int(meta["planned_trials"])
     settings = meta.get("settings") or {}
     if settings.get("sampler") == "grid":
         from search_spaces import space_from_dict
