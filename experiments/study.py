@@ -10,6 +10,9 @@ three experiments, each one sitting's work on 2 CPUs:
     baselines  no_transfer / sequential / multitask x 3 seeds (a grid)
     search     the how/what/when TPE search, `search_trials` trials on seed 0
     rerun      the search's dev-best configuration on seeds 1 and 2
+and, with the search of issue 27, one experiment that does all of it (run with `--only PAIR:SPARSITY:pick`):
+    pick       baselines, `pick_configurations` searched configurations on 2 seeds each, and the confirmation of the
+               top 3, the best baseline and no_transfer on 3 fresh seeds; its verdict is the cell's pick
 The step budget comes from the pilot (experiments/pilot.py), not a guess.
 
     python experiments/study.py --only sst2_imdb:0.6:baselines   # one experiment (resumed if it was interrupted)
@@ -39,13 +42,15 @@ PAIRS = {
                                          "transfer": {"task": {"source": str(DATA / "MNLI-subset")}}}},
 }
 SPARSITIES = (0.6, 0.8)
-PARTS = ("baselines", "search", "rerun")
+PARTS = ("baselines", "search", "rerun")  # the first study's design: `PAIR:SPARSITY` alone runs these
+PICK = "pick"  # the staged search (raysearch.distributed.staged), asked for by name
 PRESETS = ("no_transfer", "sequential", "multitask")
 # cpu: a 2-core CPU, two trials at a time, one torch thread each; full: the same protocol with a GPU-sized budget.
 # The step budget (max_steps, sparsity warm-up, fine-tuning steps) is the pair's own, from its pilot curves
 # (docs/RESULTS.md, "Pilot"): max_steps where no_transfer at 0.6 had stopped improving.
 PROFILES = {
     "cpu": {"batch": 16, "eval_every": 50, "eval_max_examples": 1000, "search_trials": 12, "seeds": [0, 1, 2],
+            "pick_configurations": 6,
             # sst2_imdb from its pilot; rte_mnli's pilot stayed at chance (docs/RESULTS.md), so its cells move to
             # mrpc_mnli. Its pilot: dense plateaus (0.71-0.75 dev) from step 150; no_transfer at 0.6 stays at the
             # majority class (0.68) through 600 steps, so a longer budget buys it nothing the curves show
@@ -53,6 +58,7 @@ PROFILES = {
                        "rte_mnli": {"max_steps": 400, "warmup": 200, "finetune": 80},
                        "mrpc_mnli": {"max_steps": 400, "warmup": 200, "finetune": 80}}},
     "full": {"batch": 32, "eval_every": 100, "eval_max_examples": 2000, "search_trials": 32, "seeds": [0, 1, 2],
+             "pick_configurations": 16,
              # sst2_imdb from its GPU pilot (docs/RESULTS-full.md): no_transfer reaches 0.6 at step ~700 and its dev
              # stays flat from there to 3000; the other pairs' budgets are placeholders until their pilots have run
              "budget": {"sst2_imdb": {"max_steps": 1000, "warmup": 600, "finetune": 200},
@@ -106,6 +112,12 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, result
         params = {k: v for k, v in hww["parameters"].items() if k not in ("pruning.target_sparsity", "seed")}
         space = {"description": "how/what/when", "base": {**base, "seed": seeds[0]}, "parameters": params, "repeats": 1}
         return space_from_dict(space, name=name), "tpe", profile["search_trials"]
+    if part == PICK:
+        hww = load_space("how_what_when").to_dict()
+        params = {k: v for k, v in hww["parameters"].items() if k != "pruning.target_sparsity"}
+        space = {"description": "baselines, how/what/when search, confirmation", "base": {**base, "seed": seeds[0]},
+                 "parameters": params, "repeats": 2}
+        return space_from_dict(space, name=name), "tpe", profile["pick_configurations"]
     if part == "rerun":
         best = best_searched_config(pair, sparsity, results, distill)
         space = {"description": "the search's dev-best configuration on the other seeds", "base": {**best, "seed": seeds[1]},
@@ -151,6 +163,16 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     path = experiment_path(storage, name)
     started = time.perf_counter()
     complete = int(trial_frame([path])["complete"].sum()) if holds_experiment(path) else 0
+    if part == PICK:  # a staged search ends when its confirmation has run: Tune knows, the trial count does not
+        if holds_experiment(path) and tune_has_saved(path):
+            print(f"[study] {name}: {complete} trials finished; resuming (or ending at once if it is done)", flush=True)
+            resume(path)
+        else:
+            launch(space, SearchSettings(num_samples=trials, sampler="tpe", seed=0, workers_per_trial=args.workers_per_trial,
+                                         gpus_per_worker=args.gpus_per_worker), storage, name, quiet=args.quiet)
+        minutes = (time.perf_counter() - started) / 60
+        save_compact(path, RESULTS / args.profile / name, minutes, " ".join(["python experiments/study.py", *sys.argv[1:]]))
+        return path
     if complete >= trials:
         print(f"[study] {name}: done ({complete}/{trials} trials)", flush=True)
     elif holds_experiment(path) and tune_has_saved(path):
@@ -262,8 +284,8 @@ def parse_only(items: list[str]) -> list[tuple[str, float | None, str]]:
         except ValueError:
             raise SystemExit(f"--only {item}: {fields[1]!r} is not a sparsity (e.g. 0.6) or 'dense'") from None
         parts = [fields[2]] if len(fields) == 3 else list(PARTS)
-        if any(p not in PARTS for p in parts):
-            raise SystemExit(f"--only {item}: the part is one of {', '.join(PARTS)}")
+        if any(p not in (*PARTS, PICK) for p in parts):
+            raise SystemExit(f"--only {item}: the part is one of {', '.join((*PARTS, PICK))}")
         out += [(fields[0], sparsity, p) for p in parts]
     return out
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from study import PAIRS, PARTS, PRESETS, RESULTS, SPARSITIES, experiment_name  # noqa: E402
+from study import PAIRS, PARTS, PICK, PRESETS, RESULTS, SPARSITIES, experiment_name  # noqa: E402
 
 DOCS = HERE.parent / "docs"
 KEEP_MARKER = "<!-- notes below this line are kept when the study rewrites this page -->"
@@ -133,6 +133,28 @@ def study_verdict(folder: Path) -> list[dict]:
             verdicts.append({"pair": pair, "sparsity": sparsity, "dev": searched["dev"], "test": searched["test"],
                              **{f"minus {m}": margins.get(m, np.nan) for m in PRESETS}, "goal met": bool(met)})
     return verdicts
+
+
+def pick_lines(folder: Path) -> list[str]:
+    """Per cell, the staged search's verdict (analysis.pick) and the pick's test accuracy against no_transfer and
+    against the best baseline chosen on dev, with the targets of issue 27."""
+    from analysis.pick import verdict_table, verdicts
+
+    lines, found = [], []
+    for pair in PAIRS:
+        for sparsity in SPARSITIES:
+            trials = load(folder, experiment_name(pair, sparsity, PICK), "trials")
+            if trials is None or "configuration" not in trials:
+                continue
+            for v in verdicts(trials):
+                t_none, t_base = v.vs_no_transfer_test, v.vs_best_baseline_test
+                targets = [f"not below no_transfer by more than 0.5 on test: {'yes' if t_none.mean >= -0.005 else 'no'}",
+                           f"within 0.5 of the best baseline or above on test: {'yes' if t_base.mean >= -0.005 else 'no'}"]
+                found.append({"cell": f"{pair} {sparsity}", **verdict_table([v]).iloc[0].to_dict()})
+                lines += [f"- **{pair} at {sparsity}**: {v.text} Targets: " + "; ".join(targets) + "."]
+    if not found:
+        return ["(not run yet: `python experiments/study.py --only PAIR:SPARSITY:pick`, resumable across sittings)"]
+    return lines + [""] + _table(found, first="cell")
 
 
 def describe(trial: pd.Series) -> str:
@@ -286,7 +308,10 @@ def write_results(folder: Path, profile_name: str, profile: dict, out: Path | No
     dense = dense_rows(folder)
     lines += ["## Dense references (the ceiling)", ""]
     lines += (_table(dense, first="pair") if dense else ["(not run yet)"]) + [""]
-    lines += ["## Verdict: does the searched configuration beat the baselines?", "", *verdict_lines(study_verdict(folder)), ""]
+    lines += ["## The pick: baselines, search and confirmation in one experiment per cell", "", *pick_lines(folder), ""]
+    lines += ["## Verdict of the first study: does the searched configuration beat the baselines?", "",
+              "Kept for comparison: one seed's search, its dev-best configuration re-run on two more seeds.", "",
+              *verdict_lines(study_verdict(folder)), ""]
     lines += ["## Cells", ""]
     for pair in PAIRS:
         for sparsity in SPARSITIES:
