@@ -49,7 +49,9 @@ def configurations(trials: pd.DataFrame, quality: str = "target_dev") -> pd.Data
     for (level, config), group in rows.groupby([LEVEL, "configuration"], sort=False):
         first = group.iloc[0]
         test = pd.to_numeric(group.get("target_test"), errors="coerce") if "target_test" in group else pd.Series(dtype=float)
-        out.append({LEVEL: level, "configuration": config, "label": label(first), "preset": first.get("preset"),
+        # a searched configuration with nothing coupled trains exactly what no_transfer trains: it is not transfer
+        coupled = first.get("preset") != NO_TRANSFER and first.get("coupling", "tied") != "none"
+        out.append({LEVEL: level, "configuration": config, "label": label(first), "preset": first.get("preset"), "coupled": coupled,
                     "stages": ",".join(sorted(set(group.get("stage", pd.Series(["search"] * len(group))).fillna("search")))),
                     "seeds": len(group), f"{quality}_mean": group[quality].mean(), f"{quality}_std": group[quality].std(ddof=1),
                     "target_test_mean": test.mean(), "target_test_std": test.std(ddof=1)})
@@ -142,7 +144,7 @@ def verdicts(trials: pd.DataFrame, quality: str = "target_dev") -> list[Verdict]
         ranked = candidates.sort_values(f"{quality}_mean", ascending=False, kind="stable")
         none_rows = at_level[at_level["preset"] == NO_TRANSFER]
         none_id = none_rows["configuration"].iloc[0] if len(none_rows) else None
-        transfer = ranked[ranked["preset"] != NO_TRANSFER]
+        transfer = ranked[ranked["coupled"]]
         best_transfer = transfer.iloc[0] if len(transfer) else None
         if none_id is None:
             pick, helps = ranked.iloc[0], None

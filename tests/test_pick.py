@@ -124,15 +124,17 @@ def test_a_restored_search_neither_enqueues_the_baselines_again_nor_retrains_a_f
 
 def _frame(effect: float, noise: float = 0.005, seeds=range(5)) -> pd.DataFrame:
     """no_transfer at 0.70, multitask and sequential at 0.70 + effect / 2, a searched transfer configuration at
-    0.70 + effect, paired seed noise (a seed moves every configuration a little alike) plus a configuration's own."""
+    0.70 + effect, paired seed noise (a seed moves every configuration a little alike) plus a configuration's own; and
+    a searched configuration that couples nothing (far ahead where transfer hurts: it is not transfer, whatever it
+    scores)."""
     rows = []
     for seed in seeds:
         shared = random.Random(seed).uniform(-0.02, 0.02)
         for name, preset, shift in (("n", "no_transfer", 0.0), ("m", "multitask", effect / 2), ("s", "sequential", effect / 2),
-                                    ("x", "searched", effect)):
+                                    ("x", "searched", effect), ("u", "searched", 0.08 if effect <= 0 else 0.0)):
             own = random.Random(f"{seed}{name}").uniform(-noise, noise)
             rows.append({"experiment": "e", "trial_id": f"{name}{seed}", "configuration": name, "preset": preset,
-                         "coupling": "tied" if preset != "no_transfer" else "none", "group_embeddings": preset != "no_transfer",
+                         "coupling": "none" if name in "nu" else "tied", "group_embeddings": name not in "nu",
                          "target_sparsity": 0.6, "seed": seed, "stage": "confirm" if seed >= 2 else "search", "complete": True,
                          "target_dev": 0.70 + shift + shared + own, "target_test": 0.68 + shift + shared - own,
                          "export_dir": f"e/models/{name}{seed}"})
