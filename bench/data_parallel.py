@@ -30,11 +30,13 @@ def config_of(model: str):
 
 
 def worker(rank: int, world_size: int, model: str, steps: int, warmup: int, port: int, out):
+    import datasets
     import torch
     import torch.distributed as dist
 
     from raysearch.loop import JointTrainer
 
+    datasets.disable_progress_bars()
     torch.set_num_threads(1)
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
