@@ -181,9 +181,11 @@ def _search_locally(transfer_source: str, tmp_path) -> list:
                                                                 "pruning.target_sparsity": {"choices": [0.5]}}})
     inner = DistinctOptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes,
                                  sampler=optuna.samplers.TPESampler(seed=0), space_dict=space.to_dict())
-    search = StagedSearch(inner, space.to_dict(), repeats=2, configurations=1, confirm_top=1, confirm_seeds=2)
+    # one seed per configuration, two more for the confirmed: the cheapest setting of bench/pick_cost.py, which picked
+    # right on both pairs for every sampler seed
+    search = StagedSearch(inner, space.to_dict(), repeats=1, configurations=1, confirm_top=1, confirm_seeds=2)
     trials = drive_locally(search, lambda config, trial_id: run(config, MemoryReporter(tmp_path / trial_id), threads=1))
-    assert trials["stage"].value_counts()[["baseline", "search"]].tolist() == [6, 2]
+    assert trials["stage"].value_counts()[["baseline", "search"]].tolist() == [3, 1]
     return verdicts(trials)
 
 
