@@ -237,17 +237,21 @@ def test_a_twin_counts_as_finished_only_once_its_model_is_exported(tmp_path):
     assert finished_twin(folder, "twin", config) is None  # nor the trial itself
 
 
-def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
-    """A space of one configuration, three trials, two at a time: the first two train at once and reach the same
-    result (training on a CPU is deterministic, which the reuse relies on); the third finds them finished and reports
-    a twin's results without training, so it has no model of its own and points at the twin's."""
+def _one_configuration_space(tmp_path) -> Path:
     import yaml
 
     space = load_space("demo").to_dict()
     space["parameters"] = {"pruning.target_sparsity": {"choices": [0.5]}}
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
-    code = main(["launch", str(path), "--address", cluster["address"], "--num-samples", "3", "--sampler", "random",
+    return path
+
+
+def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
+    """A space of one configuration, three trials, two at a time: the first two train at once and reach the same
+    result (training on a CPU is deterministic, which the reuse relies on); the third finds them finished and reports
+    a twin's results without training, so it has no model of its own and points at the twin's."""
+    code = main(["launch", str(_one_configuration_space(tmp_path)), "--address", cluster["address"], "--num-samples", "3", "--sampler", "random",
                  "--storage-path", str(tmp_path / "exp"), "--name", "twins", *FAST])
     assert code == 0
     experiment = _experiment(tmp_path, "twins")
@@ -263,16 +267,6 @@ def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
     assert not (experiment / "models" / replayed.index[0]).exists() and (experiment / "models" / twin).is_dir()
     steps = history_frame([str(experiment)]).groupby("trial_id")["step"].apply(list)
     assert steps[replayed.index[0]] == steps[twin] == [10, 20]
-
-
-def _one_configuration_space(tmp_path) -> Path:
-    import yaml
-
-    space = load_space("demo").to_dict()
-    space["parameters"] = {"pruning.target_sparsity": {"choices": [0.5]}}
-    path = tmp_path / "one.yaml"
-    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
-    return path
 
 
 def test_two_worker_trials_finish_and_a_killed_worker_resumes_to_the_same_result(cluster, tmp_path, capsys):
