@@ -55,7 +55,7 @@ class SearchSettings:
     keep_finished_checkpoints: bool = False  # a finished trial keeps its exported model; its checkpoints go unless asked
     optuna_storage: str | None = None
     # train a configuration the search has trained before, instead of asking the sampler for another (Optuna) or
-    # replaying its results (random search, or a proposal still trained after distinct.MAX_REDRAWS draws)
+    # replaying its results (a grid, or a proposal still trained after distinct.MAX_REDRAWS draws)
     rerun_duplicates: bool = False
     repeats: int | None = None  # seeds per configuration; default: the space's `repeats`
     baselines: bool = True  # no_transfer, multitask, sequential first, on the same seeds
