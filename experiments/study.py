@@ -162,34 +162,28 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     name = space.name
     path = experiment_path(storage, name)
     started = time.perf_counter()
-    complete = int(trial_frame([path])["complete"].sum()) if holds_experiment(path) else 0
-    if part == PICK:  # a staged search ends when its confirmation has run: Tune knows, the trial count does not
-        if holds_experiment(path) and tune_has_saved(path):
-            print(f"[study] {name}: {complete} trials finished; resuming (or ending at once if it is done)", flush=True)
-            resume(path)
-        else:
-            launch(space, SearchSettings(num_samples=trials, sampler="tpe", seed=0, workers_per_trial=args.workers_per_trial,
-                                         gpus_per_worker=args.gpus_per_worker), storage, name, quiet=args.quiet)
-        minutes = (time.perf_counter() - started) / 60
-        save_compact(path, RESULTS / args.profile / name, minutes, " ".join(["python experiments/study.py", *sys.argv[1:]]))
-        return path
-    if complete >= trials:
-        print(f"[study] {name}: done ({complete}/{trials} trials)", flush=True)
+    frame = trial_frame([path]) if holds_experiment(path) else None
+    if part == PICK:  # a staged search is done once its confirmation has run, whatever its trial count
+        settings = SearchSettings(num_samples=trials, sampler=sampler, seed=0, workers_per_trial=args.workers_per_trial,
+                                  gpus_per_worker=args.gpus_per_worker)
+        finished = lambda f: f is not None and len(f) and f["complete"].all() and (f["stage"] == "confirm").any()  # noqa: E731
+    else:  # this study's first design: one seed per experiment's configuration, no baselines or confirmation of its own
+        settings = SearchSettings(num_samples=trials if sampler != "grid" else 1, sampler=sampler, seed=0, baselines=False,
+                                  confirm_seeds=0, workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker)
+        finished = lambda f: f is not None and int(f["complete"].sum()) >= trials  # noqa: E731
+    if finished(frame):
+        print(f"[study] {name}: done ({int(frame['complete'].sum())} trials)", flush=True)
     elif holds_experiment(path) and tune_has_saved(path):
-        print(f"[study] {name}: {complete}/{trials} trials finished; resuming", flush=True)
+        print(f"[study] {name}: {int(frame['complete'].sum())} trials finished; resuming", flush=True)
         resume(path)
     else:
-        # this study's search is the one-seed search of its time (no baselines or confirmation: parts of their own)
-        settings = SearchSettings(num_samples=trials if sampler != "grid" else 1, sampler=sampler, seed=0, repeats=None,
-                                  baselines=False, confirm_seeds=0,
-                                  workers_per_trial=args.workers_per_trial, gpus_per_worker=args.gpus_per_worker)
         launch(space, settings, storage, name, quiet=args.quiet)
-    complete = int(trial_frame([path])["complete"].sum())
-    if complete < trials:  # Ctrl-C: Tune stops the search and returns; the next sitting resumes it
-        raise SystemExit(f"[study] {name}: {complete}/{trials} trials finished; rerun the same command to resume it")
+    frame = trial_frame([path])
+    if not finished(frame):  # Ctrl-C: Tune stops the search and returns; the next sitting resumes it
+        raise SystemExit(f"[study] {name}: {int(frame['complete'].sum())} trials finished, not all it needs; rerun the same command to resume it")
     minutes = (time.perf_counter() - started) / 60
     save_compact(path, RESULTS / args.profile / name, minutes, " ".join(["python experiments/study.py", *sys.argv[1:]]))
-    print(f"[study] {name}: {complete} trials; compact results in {RESULTS / args.profile / name}", flush=True)
+    print(f"[study] {name}: {len(frame)} trials; compact results in {RESULTS / args.profile / name}", flush=True)
     return path
 
 

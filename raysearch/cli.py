@@ -354,7 +354,7 @@ def cmd_status(args) -> int:
               + ("" if job_status in ("PENDING", "RUNNING") else f" (its output: ray job logs {recorded['job_id']})"))
         return 0
     frame = trial_table(path)
-    stopped = recorded is not None and job_status in jobs.ENDED and job_status != "SUCCEEDED"
+    stopped = recorded is not None and job_status in jobs.HALTED
     if stopped and len(frame):  # Tune's saved state still says RUNNING for what the stopped job was doing
         frame = frame.assign(status=frame["status"].replace({"RUNNING": "STOPPED", "PENDING": "STOPPED"}))
     print(format_table(frame))

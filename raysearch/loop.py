@@ -360,9 +360,9 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if resume_from is not None:
         trainer.load_state_dict(read_checkpoint(resume_from), source=str(resume_from))
         trainer.resumed_from = trainer.step
-    final, trained = None, False
+    final = None
+    resumed_at_the_end = trainer.step >= config.max_steps  # from the last step's checkpoint: nothing left to train
     while trainer.step < config.max_steps:
-        trained = True
         started = time.perf_counter()
         step_metrics = trainer.train_step()
         trainer.elapsed += time.perf_counter() - started
@@ -375,7 +375,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
         last = trainer.step == config.max_steps
         if trainer.step % config.eval_every == 0 or trainer.step % config.checkpoint_every == 0 or last:
             final = _evaluate_and_report(trainer, reporter, rank)
-    if not trained:  # resumed from the last step's checkpoint: only its final evaluation is left (every rank reports it)
+    if resumed_at_the_end:  # only its final evaluation is left (every rank reports it, as often as rank 0)
         final = trainer.evaluate(final=True) if rank == 0 else None
         reporter.report(final, None)
     if rank == 0:

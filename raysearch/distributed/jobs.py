@@ -1,4 +1,5 @@
 """Ray Jobs: submit a search so that it shows in the Ray dashboard, and find it again by job id."""
+import json
 import shlex
 import time
 
@@ -10,7 +11,7 @@ META_STORAGE = "raysearch_storage_path"
 META_PATH = "raysearch_experiment_path"
 AGENT_WAIT_S = 120
 JOB_FILE = "raysearch_job.json"  # in the experiment folder from the moment of submission: which job writes it, and where
-ENDED = ("STOPPED", "FAILED", "SUCCEEDED")
+HALTED = ("STOPPED", "FAILED")  # a job that ended without finishing its search
 
 
 def _client(dashboard: str):
@@ -37,8 +38,6 @@ def submit(argv: list[str], name: str, storage_path: str, experiment: str, dashb
 
 
 def record_job(experiment: str, job_id: str, dashboard: str):
-    import json
-
     from ..experiment import Folder
 
     try:
@@ -48,8 +47,6 @@ def record_job(experiment: str, job_id: str, dashboard: str):
 
 
 def recorded_job(experiment: str) -> dict | None:
-    import json
-
     from ..experiment import Folder
 
     try:

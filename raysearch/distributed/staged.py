@@ -129,14 +129,6 @@ class StagedSearch(Searcher):
     def set_state(self, state: dict):
         self.__dict__.update(state)
 
-    # ------------------------------------------------------------------ for status lines and tests
-
-    def stage_counts(self) -> dict:
-        counts = {}
-        for r in self.records.values():
-            counts[r["stage"]] = counts.get(r["stage"], 0) + 1
-        return counts
-
 
 def drive_locally(search: StagedSearch, train) -> "pd.DataFrame":  # noqa: F821
     """Run a staged search one trial at a time in this process, without Ray (tests, benchmarks): `train(config,
