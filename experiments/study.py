@@ -11,8 +11,9 @@ three experiments, each one sitting's work on 2 CPUs:
     search     the how/what/when TPE search, `search_trials` trials on seed 0
     rerun      the search's dev-best configuration on seeds 1 and 2
 and, with the search of issue 27, one experiment that does all of it (run with `--only PAIR:SPARSITY:pick`):
-    pick       baselines, `pick_configurations` searched configurations on 2 seeds each, and the confirmation of the
-               top 3, the best baseline and no_transfer on 3 fresh seeds; its verdict is the cell's pick
+    pick       baselines, the profile's `pick` searched configurations and its confirmation stage (cpu: one seed each,
+               then the top configuration, the best baseline and no_transfer on 3 fresh seeds, 18 trainings, so that
+               a cell fits one sitting); its verdict is the cell's pick
 The step budget comes from the pilot (experiments/pilot.py), not a guess.
 
     python experiments/study.py --only sst2_imdb:0.6:baselines   # one experiment (resumed if it was interrupted)
@@ -50,7 +51,8 @@ PRESETS = ("no_transfer", "sequential", "multitask")
 # (docs/RESULTS.md, "Pilot"): max_steps where no_transfer at 0.6 had stopped improving.
 PROFILES = {
     "cpu": {"batch": 16, "eval_every": 50, "eval_max_examples": 1000, "search_trials": 12, "seeds": [0, 1, 2],
-            "pick_configurations": 6,
+            # successive halving over seeds (issue 27, item 5): 3 + 6 + 3 x 3 = 18 trainings, about 2 h for sst2_imdb
+            "pick": {"configurations": 6, "repeats": 1, "confirm_top": 1, "confirm_seeds": 3},
             # sst2_imdb from its pilot; rte_mnli's pilot stayed at chance (docs/RESULTS.md), so its cells move to
             # mrpc_mnli. Its pilot: dense plateaus (0.71-0.75 dev) from step 150; no_transfer at 0.6 stays at the
             # majority class (0.68) through 600 steps, so a longer budget buys it nothing the curves show
@@ -58,7 +60,7 @@ PROFILES = {
                        "rte_mnli": {"max_steps": 400, "warmup": 200, "finetune": 80},
                        "mrpc_mnli": {"max_steps": 400, "warmup": 200, "finetune": 80}}},
     "full": {"batch": 32, "eval_every": 100, "eval_max_examples": 2000, "search_trials": 32, "seeds": [0, 1, 2],
-             "pick_configurations": 16,
+             "pick": {"configurations": 16, "repeats": 2, "confirm_top": 3, "confirm_seeds": 3},
              # sst2_imdb from its GPU pilot (docs/RESULTS-full.md): no_transfer reaches 0.6 at step ~700 and its dev
              # stays flat from there to 3000; the other pairs' budgets are placeholders until their pilots have run
              "budget": {"sst2_imdb": {"max_steps": 1000, "warmup": 600, "finetune": 200},
@@ -116,8 +118,8 @@ def space_of(pair: str, sparsity: float | None, part: str, profile: dict, result
         hww = load_space("how_what_when").to_dict()
         params = {k: v for k, v in hww["parameters"].items() if k != "pruning.target_sparsity"}
         space = {"description": "baselines, how/what/when search, confirmation", "base": {**base, "seed": seeds[0]},
-                 "parameters": params, "repeats": 2}
-        return space_from_dict(space, name=name), "tpe", profile["pick_configurations"]
+                 "parameters": params, "repeats": profile["pick"]["repeats"]}
+        return space_from_dict(space, name=name), "tpe", profile["pick"]["configurations"]
     if part == "rerun":
         best = best_searched_config(pair, sparsity, results, distill)
         space = {"description": "the search's dev-best configuration on the other seeds", "base": {**best, "seed": seeds[1]},
@@ -165,7 +167,8 @@ def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     frame = trial_frame([path]) if holds_experiment(path) else None
     if part == PICK:  # a staged search is done once its confirmation has run, whatever its trial count
         settings = SearchSettings(num_samples=trials, sampler=sampler, seed=0, workers_per_trial=args.workers_per_trial,
-                                  gpus_per_worker=args.gpus_per_worker)
+                                  gpus_per_worker=args.gpus_per_worker, confirm_top=profile["pick"]["confirm_top"],
+                                  confirm_seeds=profile["pick"]["confirm_seeds"])
         finished = lambda f: f is not None and len(f) and f["complete"].all() and (f["stage"] == "confirm").any()  # noqa: E731
     else:  # this study's first design: one seed per experiment's configuration, no baselines or confirmation of its own
         settings = SearchSettings(num_samples=trials if sampler != "grid" else 1, sampler=sampler, seed=0, baselines=False,
