@@ -150,11 +150,36 @@ def pick_lines(folder: Path) -> list[str]:
                 t_none, t_base = v.vs_no_transfer_test, v.vs_best_baseline_test
                 targets = [f"not below no_transfer by more than 0.5 on test: {'yes' if t_none.mean >= -0.005 else 'no'}",
                            f"within 0.5 of the best baseline or above on test: {'yes' if t_base.mean >= -0.005 else 'no'}"]
+                gains = baseline_test_gains(trials, v.level)
+                ahead = {name: g for name, g in gains.items() if g.mean >= 0.01}
+                if ahead:
+                    named = ", ".join(f"{name} {100 * g.mean:+.1f} ({g.n} seeds)" for name, g in ahead.items())
+                    targets.append(f"a baseline beats no_transfer by 1 point or more on test ({named}), so the pick must too: "
+                                   f"{'yes' if t_none.mean >= 0.01 else 'no'}")
+                else:
+                    targets.append("no baseline beats no_transfer by 1 point on test, so the third target does not apply")
                 found.append({"cell": f"{pair} {sparsity}", **verdict_table([v]).iloc[0].to_dict()})
                 lines += [f"- **{pair} at {sparsity}**: {v.text} Targets: " + "; ".join(targets) + "."]
     if not found:
         return ["(not run yet: `python experiments/study.py --only PAIR:SPARSITY:pick`, resumable across sittings)"]
-    return lines + [""] + _table(found, first="cell")
+    from analysis.report import _table as frame_table
+
+    return lines + ["", frame_table(pd.DataFrame(found))]
+
+
+def baseline_test_gains(trials: pd.DataFrame, level: float) -> dict:
+    """Each baseline preset's test accuracy minus no_transfer's at one level, paired over the seeds both ran."""
+    from analysis.pick import LEVEL, NO_TRANSFER, configurations, paired, seed_rows
+
+    table = configurations(trials)
+    at_level = table[table[LEVEL] == level]
+    none = at_level.loc[at_level["preset"] == NO_TRANSFER, "configuration"]
+    if none.empty:
+        return {}
+    rows = seed_rows(trials)
+    rows = rows[rows[LEVEL] == level]
+    return {row["preset"]: paired(rows, row["configuration"], none.iloc[0], "target_test")
+            for _, row in at_level[at_level["preset"].isin(PRESETS) & (at_level["preset"] != NO_TRANSFER)].iterrows()}
 
 
 def describe(trial: pd.Series) -> str:

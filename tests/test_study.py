@@ -154,3 +154,25 @@ def test_the_search_refuses_to_run_without_ray(tmp_path, monkeypatch):
     args = SimpleNamespace(profile="cpu", distill=False, local_workers=2)
     with pytest.raises(SystemExit, match="search needs Ray"):
         study.run_experiment_locally("sst2_imdb", 0.6, "search", study.PROFILES["cpu"], args, tmp_path)
+
+
+def _pick_trials(dev_gain: float) -> pd.DataFrame:
+    """A pick experiment: no_transfer and multitask on 4 seeds (multitask +2 test points on every seed, `dev_gain` on
+    dev), sequential on one."""
+    rows = []
+    for preset, dev, test, seeds in (("no_transfer", 0.70, 0.70, 4), ("multitask", 0.70 + dev_gain, 0.72, 4), ("sequential", 0.60, 0.60, 1)):
+        for seed in range(seeds):
+            wobble = 0.002 * (seed % 2)
+            rows.append({"trial_id": f"{preset}{seed}", "configuration": preset, "preset": preset, "seed": seed,
+                         "stage": "confirm" if seed else "baselines", "coupling": "none" if preset == "no_transfer" else "tied",
+                         "target_sparsity": 0.6, "target_dev": dev + wobble, "target_test": test + wobble, "complete": True})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("dev_gain, met", [(0.02, "yes"), (0.0, "no")])
+def test_pick_lines_hold_the_pick_to_a_baseline_that_beats_no_transfer_on_test(tmp_path, dev_gain, met):
+    folder = tmp_path / study.experiment_name("sst2_imdb", 0.6, study.PICK)
+    folder.mkdir()
+    _pick_trials(dev_gain).to_parquet(folder / "trials.parquet")
+    text = "\n".join(study_report.pick_lines(tmp_path))
+    assert f"a baseline beats no_transfer by 1 point or more on test (multitask +2.0 (4 seeds)), so the pick must too: {met}" in text
