@@ -146,12 +146,15 @@ class Experiment:
         return json.loads(self.folder.read_text(f"{trial_dir}/params.json")) if self.folder.exists(f"{trial_dir}/params.json") else {}
 
     def config(self, trial_dir: str, trial_id: str):
-        """The TrainConfig the trial ran with (None before it started)."""
+        """The TrainConfig the trial ran with (None before it started, or when its configuration was invalid)."""
         stored = trial_config_file(trial_id)
         if self.folder.exists(stored):
             return config_from_dict(json.loads(self.folder.read_text(stored)))
         params = self.params(trial_dir)
-        return self.space.trial_config(params) if params else None
+        try:
+            return self.space.trial_config(params) if params else None
+        except UserInputError:  # the trial failed on it (its error says so); it has no config columns
+            return None
 
 
 def _experiments(paths) -> list[Experiment]:

@@ -211,7 +211,7 @@ def summary_lines(found: list[Verdict]) -> list[str]:
     for v in found:
         lines.append(f"verdict: {v.text}")
         lines.append(f"  pick: {v.pick}  dev {v.dev_mean:.4f}" + (f" ± {v.dev_std:.4f}" if v.seeds > 1 else "")
-                     + f"  test {v.test_mean:.4f}" + (f" ± {v.test_std:.4f}" if v.seeds > 1 else "") + f"  ({v.seeds} seeds)"
+                     + f"  test {v.test_mean:.4f}" + (f" ± {v.test_std:.4f}" if v.seeds > 1 else "") + f"  ({v.seeds} seed{'s' if v.seeds != 1 else ''})"
                      + (f"  model {v.model}" if v.model else ""))
     return lines
 

@@ -38,7 +38,7 @@ use_cluster_token()  # token auth as the CLI uses it: a second `ray start --addr
 # demo trials of 300 steps with an evaluation and a checkpoint every 50: six chances per trial to lose work
 STEPS = ["--set", "max_steps=300", "--set", "eval_every=50"]
 EVALUATIONS = (50, 100, 150, 200, 250, 300)
-# every process of these searches stays on loopback (see raysearch.distributed.search.loopback_only_ray)
+# every process of these searches stays on loopback (see raysearch.distributed.cluster.loopback_only_ray)
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_V2_ENABLED": "1", "OMP_NUM_THREADS": "1"}
 
 

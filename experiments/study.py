@@ -157,7 +157,8 @@ def resolved_configs(path: str) -> dict:
 def run_experiment(pair, sparsity, part, profile, args, storage) -> str:
     """Launch one experiment, or resume it where an earlier sitting left it; then save its compact results."""
     from analysis import trial_frame
-    from raysearch.distributed.search import SearchSettings, launch, resume
+    from raysearch.distributed.search import launch, resume
+    from raysearch.distributed.settings import SearchSettings
     from raysearch.experiment import experiment_path, holds_experiment, tune_has_saved
 
     space, sampler, trials = space_of(pair, sparsity, part, profile, RESULTS / args.profile, args.distill)
@@ -321,7 +322,7 @@ def main():
     use_cluster_token()  # before ray is imported: Ray reads its auth mode then
     import ray
 
-    from raysearch.distributed.search import init_ray
+    from raysearch.distributed.cluster import init_ray
 
     init_ray(args.address)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserInputError
+from .errors import TrialConfigError, UserInputError
 
 RUN_MARKER = "raysearch_run.json"  # written first into a run folder: the folder is raysearch's from then on
 RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "model", "final_metrics.json")  # what runs from before the marker hold
@@ -153,7 +153,7 @@ def cmd_spaces(args) -> int:
 
 
 def _settings(args):
-    from .distributed.search import SearchSettings
+    from .distributed.settings import SearchSettings
 
     return SearchSettings(num_samples=args.num_samples, workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage,
@@ -217,11 +217,12 @@ def _run_search(address, body, path, verbose: bool) -> int:
     import ray
 
     from .distributed import search
+    from .distributed.cluster import init_ray
     from .distributed.quiet import chatter_hidden
     from .distributed.status import format_table, trial_table
 
     with chatter_hidden(verbose):
-        search.init_ray(address, verbose)
+        init_ray(address, verbose)
         try:
             body(search)
         finally:
@@ -229,11 +230,17 @@ def _run_search(address, body, path, verbose: bool) -> int:
     frame = trial_table(path)
     print(format_table(frame))
     print(f"experiment: {path}  (status: raysearch status {path})")
-    failed = sorted(frame.loc[frame["status"] == "ERROR", "trial_id"]) if len(frame) else []
-    if failed:  # the search ran, but not as asked: say so in the exit status too
-        print(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their errors are in {path}/trial_errors/; "
+    failed_rows = frame[frame["status"] == "ERROR"] if len(frame) else frame
+    errors = {row["trial_id"]: TrialConfigError.found_in(row.get("error")) for _, row in failed_rows.iterrows()}
+    invalid = sorted(t for t, line in errors.items() if line)
+    if invalid:  # a resume would fail the same way: the fix is in the space or the base config
+        print(f"{len(invalid)} trial(s) failed on their configuration: {', '.join(invalid)} ({errors[invalid[0]]}); "
+              "fix the space or --set and launch again", file=sys.stderr)
+    retried = sorted(t for t, line in errors.items() if not line)
+    if retried:  # the search ran, but not as asked: say so in the exit status too
+        print(f"{len(retried)} trial(s) failed: {', '.join(retried)}; their errors are in {path}/trial_errors/; "
               f"`raysearch resume {path}` retries them from their last checkpoints", file=sys.stderr)
-    code = 1 if failed else 0
+    code = 1 if errors else 0
     if "://" in path:
         print(f"analyse it with: raysearch analyze {path} --out DIR")
         return code

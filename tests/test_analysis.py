@@ -260,7 +260,7 @@ def test_a_trial_folder_left_by_a_killed_driver_is_not_part_of_the_experiment(tm
 def test_a_resumed_trials_history_is_read_whole(tmp_path):
     """A driver resumed after a crash starts Tune's result.json of a trial again empty; raysearch's own history of
     the trial (written by TrialRecorder) still has the evaluations from before the crash."""
-    from raysearch.distributed.search import TrialRecorder
+    from raysearch.distributed.callbacks import TrialRecorder
 
     _write_experiment(tmp_path / "exp", [("aaaa0001", {}, [_result(300, 0.7, 400)], "TERMINATED")])
     recorder, trial = TrialRecorder(str(tmp_path / "exp")), type("Trial", (), {"trial_id": "aaaa0001"})()

@@ -373,7 +373,8 @@ def test_a_sampled_value_out_of_range_fails_before_ray_starts_naming_the_field_a
 
 
 def test_fractional_gpus_are_what_each_worker_asks_ray_for():
-    from raysearch.distributed.search import SearchSettings, scaling_config
+    from raysearch.distributed.settings import SearchSettings
+    from raysearch.distributed.trial import scaling_config
 
     quarter = scaling_config(SearchSettings(workers_per_trial=2, cpus_per_worker=1, gpus_per_worker=0.25))
     assert quarter.num_workers == 2 and quarter.use_gpu and quarter.resources_per_worker == {"CPU": 1, "GPU": 0.25}

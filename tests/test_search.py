@@ -208,7 +208,8 @@ def test_the_grid_generator_is_held_to_the_clusters_concurrency_and_runs_each_co
     included, go through Optuna and tests/test_pick.py)."""
     import ray
 
-    from raysearch.distributed.search import SearchSettings, _search
+    from raysearch.distributed.search import _search
+    from raysearch.distributed.settings import SearchSettings
 
     ray.init(address=cluster["address"])
     try:
@@ -297,19 +298,31 @@ def test_two_worker_trials_finish_and_a_killed_worker_resumes_to_the_same_result
         assert set(history.groupby("trial_id")["step"].apply(tuple)) == {(10, 20)}
 
 
-def test_a_trial_that_fails_for_good_fails_the_launch_and_keeps_its_error(cluster, tmp_path, capsys):
-    """The worker dies at step 5 on every attempt (no checkpoint before step 10 to continue from), so the trial
-    exhausts its restarts: launch exits non-zero, the error is kept in the experiment, the trial is off the front."""
-    code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "1", "--storage-path", str(tmp_path / "exp"),
+def test_a_failed_trial_fails_the_launch_and_only_a_resumable_failure_is_called_resumable(cluster, tmp_path, capsys):
+    """Two trials of a grid. max_steps 20: the worker dies at step 5 on every attempt (no checkpoint before step 10 to
+    continue from), so the trial exhausts its restarts and `resume` may retry it. max_steps 12: valid as a value, but
+    with the base's 10 warm-up and 4 fine-tuning steps the combination is invalid, so it is reported with its fix in
+    one line and never as resumable. Launch exits non-zero; both errors are kept; neither trial is on a front."""
+    import yaml
+
+    space = load_space("demo").to_dict()
+    space["parameters"] = {"max_steps": {"choices": [20, 12]}}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
+    code = main(["launch", str(path), "--address", cluster["address"], "--sampler", "grid", "--storage-path", str(tmp_path / "exp"),
                  "--name", "broken", "--max-failures", "1", *FAST, "--set", "fault_inject_step=5"])
     captured = capsys.readouterr()
     assert code == 1
-    frame = trial_table(str(_experiment(tmp_path, "broken")))
-    trial_id = frame["trial_id"].item()
-    assert frame["status"].item() == "ERROR" and frame["error"].item()
-    assert (_experiment(tmp_path, "broken") / "trial_errors" / f"{trial_id}.txt").stat().st_size > 0
-    assert f"1 trial(s) failed: {trial_id}; their errors are in" in captured.err
-    assert f"trial {trial_id} failed: " in captured.out  # the table says why
+    frame = trial_table(str(_experiment(tmp_path, "broken"))).set_index("param/max_steps")
+    dies, invalid = frame.loc[20, "trial_id"], frame.loc[12, "trial_id"]
+    assert (frame["status"] == "ERROR").all() and frame["error"].map(bool).all()
+    assert (_experiment(tmp_path, "broken") / "trial_errors" / f"{dies}.txt").stat().st_size > 0
+    assert f"1 trial(s) failed: {dies}; their errors are in" in captured.err  # resumable
+    problem = "pruning.warmup_steps: 10 is beyond the 8 pruning steps"
+    assert f"1 trial(s) failed on their configuration: {invalid} (the trial's configuration is invalid: {problem}" in captured.err
+    assert f"[raysearch] trial {invalid} failed: the trial's configuration is invalid: {problem}" in captured.out
+    assert f"trial {invalid} failed beyond its worker restarts" not in captured.out
+    assert f"trial {dies} failed: " in captured.out  # the table says why
     assert "no analysis: experiments: no trial has finished" in captured.out  # nothing unfinished on a front
 
 
@@ -520,7 +533,8 @@ def test_rerun_duplicates_keeps_the_plain_optuna_searcher():
     from ray.tune.search.optuna import OptunaSearch
 
     from raysearch.distributed.distinct import DistinctOptunaSearch
-    from raysearch.distributed.search import SearchSettings, _search
+    from raysearch.distributed.search import _search
+    from raysearch.distributed.settings import SearchSettings
 
     assert isinstance(_search(load_space("demo"), SearchSettings(), "s")[0].searcher, DistinctOptunaSearch)
     rerun = _search(load_space("demo"), SearchSettings(rerun_duplicates=True), "s")[0].searcher

@@ -5,7 +5,7 @@ import psutil
 import ray
 
 from raysearch.cli import main
-from raysearch.distributed.search import init_ray
+from raysearch.distributed.cluster import init_ray
 from raysearch.distributed.status import trial_table
 
 from .test_search import FAST

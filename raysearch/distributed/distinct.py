@@ -2,7 +2,7 @@
 
 Samplers propose a configuration again: in the demo space `none` coupling leaves only the target sparsity to choose,
 3 configurations in all, and TPE re-proposed one in 0-4 of every 16 trials (bench/search_efficiency.py). Training on a
-CPU is deterministic, so such a trial can only replay the results it had (`duplicate_of` in raysearch.distributed.search).
+CPU is deterministic, so such a trial can only replay the results it had (`duplicate_of` in raysearch.distributed.trial).
 Here the proposal is told those results at once, which Optuna's model sees as it would a finished trial, and the sampler
 is asked again; the trial Tune starts gets a configuration no finished trial ran. After MAX_REDRAWS proposals that were
 all trained, the last one is kept and the trial replays its twin as before, so a small space still ends.

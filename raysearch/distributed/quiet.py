@@ -9,7 +9,9 @@ What a 2-CPU demo printed besides raysearch's own lines (Ray 2.60, Optuna 4-5):
 - the raylet: "N PYTHON worker processes have been started ... 4x the maximum expected startup concurrency". Each
   trial is a 0-CPU Tune actor plus a Train controller and workers, so on a small machine the worker count passes 4x
   the CPUs by design. Ray sends this to the driver's stdout with every other raylet message and has no switch for
-  it alone, so that one line is dropped from stdout; every other raylet message (an out-of-memory kill, say) stays.
+  it alone, so that one line is dropped from stdout; every other raylet message (an out-of-memory kill, say) stays;
+- Tune's traceback of a trial that failed on its configuration (raysearch.errors.TrialConfigError): raysearch's
+  progress line says what is invalid and the fix in one line. Every other trial error keeps its traceback.
 Everything is put back when the search ends.
 """
 import contextlib
@@ -20,7 +22,10 @@ import sys
 
 import optuna
 
+from ..errors import TrialConfigError
+
 RAY_LOGGING_LEVEL = {True: logging.INFO, False: logging.ERROR}  # verbose -> the level ray.init sets for Ray's logger
+TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"  # logs "Trial task failed" with the traceback
 DROPPED_LINES = ("worker processes have been started on node",)  # expected on a small machine (module docstring)
 
 
@@ -54,6 +59,13 @@ class LinesDropped(io.TextIOBase):
         return getattr(self.stream, "encoding", "utf-8")
 
 
+class ConfigErrorsDropped(logging.Filter):
+    """Drops a log record whose exception is a trial's invalid configuration (raysearch prints it in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], TrialConfigError))
+
+
 @contextlib.contextmanager
 def chatter_hidden(verbose: bool):
     """Within it, a search prints raysearch's lines only; with `verbose`, everything, as Ray and Optuna print it."""
@@ -64,11 +76,14 @@ def chatter_hidden(verbose: bool):
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sys.stdout = LinesDropped(saved_stdout)
+    tune_log, config_errors = logging.getLogger(TUNE_CONTROLLER_LOGGER), ConfigErrorsDropped()
+    tune_log.addFilter(config_errors)
     try:
         yield
     finally:
         sys.stdout.flush()
         sys.stdout = saved_stdout
+        tune_log.removeFilter(config_errors)
         optuna.logging.set_verbosity(saved_verbosity)
         if saved_output is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)

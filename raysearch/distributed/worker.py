@@ -8,7 +8,6 @@ import ray.train
 from ray.train import Checkpoint
 
 from ..experiment import EXPORT_CARD, Folder, trial_model_dir
-from ..loop import run
 
 
 class RayTrainReporter:
@@ -30,6 +29,8 @@ class RayTrainReporter:
 def train_loop_per_worker(loop_config: dict):
     """Entry point of every Train worker; resumes from the run's latest checkpoint when restarted. At the end rank 0
     exports the pruned target model into the experiment (models/<trial id>) and reports the export check."""
+    from ..loop import run  # here: Train's controller imports this module too, and needs no model code
+
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     config = loop_config["config"]  # the trial's validated TrainConfig
