@@ -16,7 +16,7 @@ import time
 import torch
 
 from raysearch.config import ModelConfig
-from raysearch.heads import ClassificationHead
+from raysearch.remote_code.pruned_structure import ClassificationHead
 from raysearch.models import load_backbone, load_tokenizer
 from raysearch.pruning import EncoderShape, GatedEncoder, GateSet, exact_remaining
 from raysearch.exported import ONNX_FILE, export_classifier, export_onnx

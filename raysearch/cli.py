@@ -316,13 +316,13 @@ def cmd_export(args) -> int:
     from .models_out import export_models
 
     cards = export_models(args.experiment, args.trial_ids, args.out, args.latency_batch, args.latency_seq, args.onnx)
-    latency = f"cpu_latency_ms_batch{args.latency_batch}_seq{args.latency_seq}"
     for card in cards:
+        latency = card["cpu_latency"]
         print(f"{card['trial_id']}: {Path(args.out) / card['trial_id']}  sparsity {card['exact_sparsity']:.3f}  "
               f"target_dev {card['target_dev']:.4f}  parameters {card['parameters']:,} (encoder prunable {card['encoder_prunable_parameters']:,})  "
-              f"{card['bytes_on_disk'] / 1e6:.1f} MB  {card[latency]:.1f} ms on CPU"
+              f"{card['bytes_on_disk'] / 1e6:.1f} MB  CPU {latency['median_ms']:.1f} ms (quartiles {latency['p25_ms']:.1f}-{latency['p75_ms']:.1f})"
               + (f"  (ONNX: {card['onnx_cpu_latency_ms']:.1f} ms, max logit diff {card['onnx_max_logit_diff']:.1e})" if args.onnx else ""))
-    print("load one with: import raysearch.hf; AutoModelForSequenceClassification.from_pretrained(DIR)")
+    print("load one with: AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True) (its README.md says more)")
     return 0
 
 

@@ -1,11 +1,13 @@
 """The exported artefact: a physically pruned target model, its format on disk, and loading it back.
 
 A folder holds `model.safetensors` (the sliced weights), `config.json` (a Hugging Face config of model type
-`raysearch-pruned`: transformers' Auto classes load the folder once `raysearch.hf` is imported),
+`raysearch-pruned`: transformers' Auto classes load the folder once `raysearch.hf` is imported, or without raysearch
+from the folder's own copy of raysearch.remote_code, which its `auto_map` names: `trust_remote_code=True`),
 `raysearch_export.json` (the encoder's config, the kept units, the head and the sizes) and the tokenizer. Loading
 builds a fresh encoder of the saved config, re-applies the slicing (`pruning.surgery`) and loads the weights.
 """
 import json
+import shutil
 import statistics
 import time
 import warnings
@@ -16,11 +18,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from .heads import ClassificationHead
+from . import remote_code
 from .pruning.gates import consistent_structure
-from .pruning.surgery import apply_structure, count_prunable_params, fold_gates, kept_units, plain_copy, slice_linear
+from .pruning.surgery import count_prunable_params, fold_gates, kept_units, plain_copy
+from .remote_code.pruned_structure import ClassificationHead, apply_structure, slice_linear
 
 WEIGHTS_FILE = "model.safetensors"
+REMOTE_CODE_FILES = ("configuration_raysearch_pruned.py", "modeling_raysearch_pruned.py", "pruned_structure.py")
+AUTO_MAP = {"AutoConfig": "configuration_raysearch_pruned.RaysearchPrunedConfig",
+            "AutoModelForSequenceClassification": "modeling_raysearch_pruned.RaysearchPrunedForSequenceClassification"}
 META_FILE = "raysearch_export.json"
 FORMAT = "raysearch-pruned-classifier/1"
 
@@ -60,6 +66,8 @@ def save_exported(model: PrunedClassifier, kept: dict, out_dir: str | Path, toke
     save_file(state, out / WEIGHTS_FILE, metadata={"format": "pt"})
     backbone_config = model.backbone.config
     hf_config(model, kept).save_pretrained(out)  # config.json: what transformers' Auto classes read
+    for name in REMOTE_CODE_FILES:  # the code config.json's auto_map names, for a machine without raysearch
+        shutil.copyfile(Path(remote_code.__file__).parent / name, out / name)
     meta = {
         "format": FORMAT,
         "model_type": backbone_config.model_type,
@@ -83,7 +91,7 @@ def hf_config(model: PrunedClassifier, kept: dict):
     from .hf import RaysearchPrunedConfig
 
     num_labels = model.head.out.out_features
-    return RaysearchPrunedConfig(encoder=model.backbone.config.to_dict(), structure=kept, head_hidden=model.head.out.in_features,
+    return RaysearchPrunedConfig(auto_map=AUTO_MAP, encoder=model.backbone.config.to_dict(), structure=kept, head_hidden=model.head.out.in_features,
                                  pooling=model.head.pooling, num_labels=num_labels,
                                  id2label={i: str(i) for i in range(num_labels)}, label2id={str(i): i for i in range(num_labels)})
 
@@ -108,6 +116,12 @@ def load_exported(path: str | Path) -> PrunedClassifier:
 def measure_latency(model: PrunedClassifier, batch_size: int = 1, seq_len: int = 128, warmup: int = 2, repeats: int = 10,
                     device: str | torch.device = "cpu") -> float:
     """Median forward time in milliseconds of a batch of random token ids (after `warmup` passes), on `device`."""
+    return statistics.median(latency_samples(model, batch_size, seq_len, warmup, repeats, device))
+
+
+def latency_samples(model: PrunedClassifier, batch_size: int = 1, seq_len: int = 128, warmup: int = 2, repeats: int = 10,
+                    device: str | torch.device = "cpu") -> list[float]:
+    """Each timed forward pass in milliseconds (`repeats` of them, after `warmup`)."""
     model = model.to(device).eval()
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.backbone.config.vocab_size, (batch_size, seq_len), generator=generator).to(device)
@@ -123,7 +137,7 @@ def measure_latency(model: PrunedClassifier, batch_size: int = 1, seq_len: int =
                 torch.cuda.synchronize()
             if i >= warmup:
                 times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return times
 
 
 ONNX_FILE = "model.onnx"

@@ -1,33 +1,8 @@
-"""Task heads on top of an encoder's hidden states: plain torch modules, shared by the loop and exported models."""
+"""The MLM head of a masked-language-modelling transfer task. The classification head is shared by the loop and
+exported models, so it lives in the code exported folders carry (raysearch.remote_code.pruned_structure)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-class ClassificationHead(nn.Module):
-    """Pool the tokens (mean over the attention mask, or the first token), then dense + tanh + dropout + linear.
-
-    Mean pooling is the default: sentence encoders such as all-MiniLM-L6-v2 are trained with it, so a
-    fresh head learns from useful features at once; `cls` is the classic BERT choice.
-    """
-
-    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1, pooling: str = "mean"):
-        super().__init__()
-        self.pooling = pooling
-        self.dense = nn.Linear(hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
-        for layer in (self.dense, self.out):
-            nn.init.normal_(layer.weight, std=0.02)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, hidden_states, attention_mask=None):
-        if self.pooling == "mean" and attention_mask is not None:
-            mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-            pooled = (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden_states[:, 0]
-        return self.out(self.dropout(torch.tanh(self.dense(pooled))))
 
 
 class MLMHead(nn.Module):

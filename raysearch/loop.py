@@ -23,7 +23,9 @@ from .distill.loss import HiddenProjection, distilled_target_loss
 from .distill.teacher import load_or_train_teacher
 from .errors import UserInputError
 from .exported import export_classifier, measure_latency, save_exported
-from .heads import ClassificationHead, MLMHead
+from .heads import MLMHead
+from .model_card import card_facts, write_model_card
+from .remote_code.pruned_structure import ClassificationHead
 from .models import check_model, load_backbone, load_tokenizer
 from .optim import adamw
 from .pruning import EncoderShape, SparsityController, exact_remaining
@@ -383,6 +385,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if export_dir is not None and rank == 0:
         # a new dict: the reported one may still be on its way to Ray (its report is asynchronous)
         final = {**final, **export_target(trainer, Path(export_dir))}
+        write_model_card(export_dir, card_facts(config, final))
     return final
 
 

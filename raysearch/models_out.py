@@ -12,8 +12,10 @@ once `raysearch.hf` is imported. `--onnx` adds `model.onnx`, checked against PyT
 import json
 from pathlib import Path
 
+from .config import config_from_dict
 from .errors import UserInputError
 from .experiment import EXPORT_CARD, Folder, read_meta, trial_config_file, trial_model_dir
+from .model_card import card_facts, latency_summary, write_model_card
 
 CARD = "card.json"
 CARD_METRICS = ("target_dev", "target_test", "best_target_dev", "best_step", "exact_sparsity", "remaining_params", "full_params")
@@ -81,16 +83,22 @@ def _write_card(folder: Folder, trial, trial_id: str, target: Path, batch: int, 
             "parameters": export.get("export_parameters"), "encoder_prunable_parameters": export.get("export_prunable_parameters"),
             "bytes_on_disk": sum(p.stat().st_size for p in target.rglob("*") if p.is_file()),
             "export_dev_agreement": export.get("export_dev_agreement"),
-            f"cpu_latency_ms_batch{batch}_seq{seq}": round(latency_ms(target, batch, seq), 3), **extra, "config": config}
+            **extra, "config": config}
+    latency = cpu_latency(target, batch, seq)
+    card[f"cpu_latency_ms_batch{batch}_seq{seq}"] = round(latency["median_ms"], 3)
+    card["cpu_latency"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in latency.items()}
     (target / CARD).write_text(json.dumps(card, indent=1))
+    if config is not None:
+        facts = card_facts(config_from_dict(config), {**{m: card.get(m) for m in CARD_METRICS}, **export})
+        write_model_card(target, facts, latency)
     return card
 
 
-def latency_ms(model_dir: str | Path, batch: int = 1, seq: int = 128) -> float:
-    """Median CPU forward time of an exported model, in milliseconds (raysearch.exported.measure_latency)."""
-    from .exported import load_exported, measure_latency
+def cpu_latency(model_dir: str | Path, batch: int = 1, seq: int = 128, passes: int = 30) -> dict:
+    """CPU forward times of an exported model: median and spread over `passes` (model_card.latency_summary)."""
+    from .exported import latency_samples, load_exported
 
-    return measure_latency(load_exported(model_dir), batch, seq, warmup=3, repeats=20)
+    return latency_summary(latency_samples(load_exported(model_dir), batch, seq, warmup=3, repeats=passes), batch, seq)
 
 
 def _plain(value):

@@ -36,6 +36,12 @@ def test_train_writes_metrics_checkpoints_and_exported_model(tmp_path, pair_task
     assert final["export_prunable_parameters"] == final["remaining_params"]
     assert (out / "checkpoints" / "step_000006" / "checkpoint.pt").is_file()
     assert load_exported(out / "model").head.out.out_features == 2
+    card = (out / "model" / "README.md").read_text()  # the model card: what, from what, how good, how to load
+    for line in ("| pruned from | tiny roberta (random, for tests) |", f"| target task | {pair_task} |",
+                 f"| transfer | tied coupling of embeddings, masks from {pair_task} |", f"| dev accuracy | {final['target_dev']:.4f} |",
+                 f"| parameters | {final['export_parameters']:,} (encoder layers: {final['export_prunable_parameters']:,}) |",
+                 "from_pretrained(path, trust_remote_code=True)"):
+        assert line in card
     captured = capsys.readouterr()
     assert '"exact_sparsity"' in captured.out
     # a run that ends away from its target sparsity says so, with the figures (this 6-step run is short for it)

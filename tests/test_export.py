@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from raysearch.heads import ClassificationHead
+from raysearch.remote_code.pruned_structure import ClassificationHead
 from raysearch.pruning import EncoderShape, GateSet, exact_remaining
 from raysearch.exported import export_classifier, load_exported, save_exported
 from raysearch.pruning.surgery import count_prunable_params
@@ -95,3 +95,63 @@ def test_hidden_dimension_pruning_shrinks_every_matrix(tiny_backbone):
     assert 0 < kept < shape.hidden_size
     assert exported.backbone.embeddings.word_embeddings.weight.shape[1] == kept
     assert exported.head.dense.in_features == kept
+
+
+LOAD_WITHOUT_RAYSEARCH = """
+import json, sys
+try:
+    import raysearch  # noqa: F401
+    sys.exit("raysearch is importable")
+except ImportError:
+    pass
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
+batch = AutoTokenizer.from_pretrained(path, trust_remote_code=True)(*texts, padding=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**batch).logits
+labels = [r["label"] for r in pipeline("text-classification", model=path, trust_remote_code=True)(
+    [{"text": a, "text_pair": b} for a, b in zip(*texts)])]
+print(json.dumps({"model_type": config.model_type, "logits": logits.tolist(), "labels": labels}))
+"""
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta"])
+def test_an_exported_folder_loads_with_only_torch_and_transformers(tokenizer, tmp_path, architecture):
+    """Heads, FFN units, whole blocks and hidden dimensions pruned; loaded by the Auto classes and `pipeline` in a
+    process that cannot import raysearch (no site hooks: the editable install's finder is not there)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from raysearch.config import ModelConfig
+    from raysearch.models import load_backbone
+
+    from .conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    backbone = load_backbone(ModelConfig(**tiny_model_config(architecture)), tokenizer).eval()
+    shape = EncoderShape.from_hf_config(backbone.config)
+    gates = _gates_for(shape, 0.6, True)
+    branch = Branch(GatedEncoder(backbone, gates), ClassificationHead(shape.hidden_size, 3), "classification").eval()
+    batch = _batch(tokenizer)
+    z = gates.deterministic()
+    with torch.no_grad():
+        masked = branch(batch, z)
+        exported, structure = export_classifier(branch, z)
+    assert len(structure["hidden"]) < shape.hidden_size and structure["layers"][1]["intermediate"] == []
+    save_exported(exported, structure, tmp_path / "model", tokenizer)
+    site_packages = str(Path(torch.__file__).parents[1])
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": site_packages, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-S", "-c", LOAD_WITHOUT_RAYSEARCH, str(tmp_path / "model"), json.dumps(TEXTS)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    logits = torch.tensor(loaded["logits"])
+    assert loaded["model_type"] == "raysearch-pruned"
+    assert torch.allclose(logits, masked, atol=1e-5), (logits - masked).abs().max()
+    assert loaded["labels"] == [str(i) for i in masked.argmax(-1).tolist()]

@@ -6,7 +6,7 @@ from raysearch.pruning import EncoderShape, GateSet, exact_remaining, hard_concr
 from raysearch.exported import export_classifier
 from raysearch.pruning.surgery import count_prunable_params
 from raysearch.pruning.masked_encoder import GatedEncoder
-from raysearch.heads import ClassificationHead
+from raysearch.remote_code.pruned_structure import ClassificationHead
 from raysearch.transfer.joint import Branch
 
 

@@ -182,6 +182,9 @@ def _every_trial_left_a_model(experiment: Path, frame, tmp_path: Path):
         assert card["parameters"] > card["encoder_prunable_parameters"] > 0 and card["bytes_on_disk"] > 0
         assert card["config"]["seed"] == int(frame.set_index("trial_id").loc[trial_id, "seed"])
         assert (out / trial_id / "model.onnx").is_file() and card["onnx_max_logit_diff"] < 1e-4
+        latency = card["cpu_latency"]  # median and spread, also in the model card
+        assert latency["passes"] == 30 and latency["min_ms"] <= latency["p25_ms"] <= latency["median_ms"] <= latency["p75_ms"] <= latency["max_ms"]
+        assert f"median {latency['median_ms']:.2f} ms" in (out / trial_id / "README.md").read_text()
     assert main(["export", str(experiment), "--out", str(out)]) == 2  # never over what is there
 
 

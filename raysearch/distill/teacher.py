@@ -45,7 +45,7 @@ def teacher_key(config: TrainConfig, train_texts) -> str:
 
 def dense_branch(config: TrainConfig, num_labels: int, tokenizer):
     """An unpruned target branch (no gates) of the trial's model: the teacher's shape."""
-    from ..heads import ClassificationHead
+    from ..remote_code.pruned_structure import ClassificationHead
     from ..models import load_backbone
     from ..pruning import EncoderShape, GatedEncoder, GateSet
     from ..transfer.joint import Branch
