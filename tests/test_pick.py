@@ -49,8 +49,8 @@ def _quality(space, flat, seed) -> float:
     return 0.6 + 0.1 * helps - 0.05 * config.pruning.target_sparsity + random.Random(f"{seed}/{config.configuration_id()}").uniform(-0.01, 0.01)
 
 
-def _staged(space, configurations=4):
-    inner = DistinctOptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes,
+def _staged(space, configurations=4, storage=None):
+    inner = DistinctOptunaSearch(space=space.define_by_run(), metric=space.metrics, mode=space.modes, storage=storage, study_name="s",
                                  sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2), space_dict=space.to_dict())
     return StagedSearch(inner, space.to_dict(), repeats=2, configurations=configurations, confirm_top=1, confirm_seeds=2)
 
@@ -77,7 +77,8 @@ def _drive(search, space, trials: list, stop_after=None):
 
 def test_baselines_then_repeated_configurations_then_confirmation_and_the_sampler_sees_means(tmp_path):
     space = load_space("demo")
-    search = _staged(space)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = _staged(space, storage=optuna.storages.RDBStorage(url))
     trials = []
     assert _drive(search, space, trials) == Searcher.FINISHED
     stages = [c[STAGE_KEY] for _, c in trials]
@@ -96,6 +97,13 @@ def test_baselines_then_repeated_configurations_then_confirmation_and_the_sample
         by_config.setdefault(space.trial_config(flat).configuration_id(), []).append(_quality(space, flat, c[SEED_KEY]))
     means = {round(sum(v) / len(v), 9) for v in by_config.values()}
     assert {round(t.values[0], 9) for t in told} == means  # only means, and each configuration's (redraws tell it again)
+    # Optuna's own tools see the objectives by name and each proposal's raysearch trials (its seeds)
+    stored = optuna.load_study(study_name="s", storage=url)
+    assert stored.metric_names == ["target_dev", "remaining_params"]
+    assert list(stored.trials_dataframe().columns[:3]) == ["number", "values_target_dev", "values_remaining_params"]
+    linked = [t.user_attrs["raysearch_trial_ids"] for t in stored.trials if "raysearch_trial_ids" in t.user_attrs]
+    assert len(linked) == 4 and all(len(ids) == 2 for ids in linked)
+    assert sorted(i for ids in linked for i in ids) == sorted(tid for tid, _ in searched)
     # confirmation: per level the best searched configuration, the best baseline and no_transfer, on the fresh seeds
     confirmed = [c for _, c in trials if c[STAGE_KEY] == "confirm"]
     presets = {c.get("transfer.preset") for c in confirmed}

@@ -533,12 +533,10 @@ def test_a_failed_trial_leaves_its_configuration_free_to_be_proposed_again():
 
 
 def test_rerun_duplicates_keeps_the_plain_optuna_searcher():
-    from ray.tune.search.optuna import OptunaSearch
-
-    from raysearch.distributed.distinct import DistinctOptunaSearch
+    from raysearch.distributed.distinct import DistinctOptunaSearch, NamedOptunaSearch
     from raysearch.distributed.search import _search
     from raysearch.distributed.settings import SearchSettings
 
     assert isinstance(_search(load_space("demo"), SearchSettings(), "s")[0].searcher, DistinctOptunaSearch)
     rerun = _search(load_space("demo"), SearchSettings(rerun_duplicates=True), "s")[0].searcher
-    assert type(rerun) is OptunaSearch
+    assert type(rerun) is NamedOptunaSearch

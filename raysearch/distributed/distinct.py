@@ -11,15 +11,36 @@ Ray's OptunaSearch keeps its Optuna study and trials in `_ot_study` and `_ot_tri
 `test_a_proposal_of_a_finished_configuration_is_told_its_results_and_drawn_again` fails if that changes.
 """
 import json
+import warnings
+
+import optuna
 
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import space_from_dict
 
 MAX_REDRAWS = 10
+TRIAL_IDS_ATTR = "raysearch_trial_ids"  # an Optuna trial's user attribute: the raysearch trials (seeds) that ran it
 
 
-class DistinctOptunaSearch(OptunaSearch):
+class NamedOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch whose study names its objectives (Optuna's `trials_dataframe`, plots and optuna-dashboard show
+    `target_dev`, not `values_0`) and links each Optuna trial to the raysearch trials that trained it."""
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        if self._ot_study.metric_names is None:  # a resumed study has them already
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what its dashboard reads
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(self._metric if isinstance(self._metric, list) else [self._metric])
+
+    def link_trials(self, trial_id: str, raysearch_trial_ids: list[str]):
+        """Before `on_trial_complete(trial_id)`: the raysearch trials (one per seed) that trained this proposal."""
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TRIAL_IDS_ATTR, list(raysearch_trial_ids))
+
+
+class DistinctOptunaSearch(NamedOptunaSearch):
     def __init__(self, *args, space_dict: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self._search_space = space_from_dict(space_dict)  # configs keyed as they resolve (`_space` is OptunaSearch's)

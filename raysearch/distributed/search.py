@@ -12,7 +12,6 @@ from dataclasses import asdict
 import optuna
 import ray
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace, space_from_dict
 from search_spaces.space import SEED_KEY
@@ -22,7 +21,7 @@ from ..redact import check_storage_for_resume, redact_url
 from ..experiment import absolute, experiment_path, holds_experiment, read_meta, tune_has_saved, write_meta
 # experiments saved before these modules were split pickled their callbacks under this module's name
 from .callbacks import FrontProgress, SavedStateKeeper, TrialRecorder  # noqa: F401
-from .distinct import DistinctOptunaSearch
+from .distinct import DistinctOptunaSearch, NamedOptunaSearch
 from .saved_state import repair_saved_state
 from .settings import SearchSettings
 from .staged import StagedSearch
@@ -44,7 +43,7 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
     sampler = optuna_sampler(settings.sampler, settings.seed, settings.num_samples)
     options = dict(space=space.define_by_run(), metric=space.metrics, mode=space.modes, sampler=sampler,
                    study_name=name, storage=open_optuna_storage(settings.optuna_storage))
-    inner = OptunaSearch(**options) if settings.rerun_duplicates else DistinctOptunaSearch(**options, space_dict=space.to_dict())
+    inner = NamedOptunaSearch(**options) if settings.rerun_duplicates else DistinctOptunaSearch(**options, space_dict=space.to_dict())
     staged = StagedSearch(inner, space.to_dict(), repeats, settings.num_samples, settings.baselines, settings.confirm_top,
                           settings.confirm_seeds)
     return staged, None, staged.max_trials()

@@ -99,6 +99,8 @@ class StagedSearch(Searcher):
         done = list(g["results"].values())
         if g["stage"] == "search" and not g.get("told") and len(done) == self.repeats and PENDING not in done:
             g["told"] = True
+            if hasattr(self.searcher, "link_trials"):
+                self.searcher.link_trials(g["inner"], sorted(g["results"]))
             finished = [v for v in done if v is not FAILED]
             if finished:
                 mean = {m: sum(v[i] for v in finished) / len(finished) for i, m in enumerate(metrics)}
