@@ -9,20 +9,12 @@ from pathlib import Path
 import yaml
 
 from .errors import TrialConfigError, UserInputError
-
-RUN_MARKER = "raysearch_run.json"  # written first into a run folder: the folder is raysearch's from then on
-RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "model", "final_metrics.json")  # what runs from before the marker hold
-
-
-def _is_run_folder(path: Path) -> bool:
-    """A folder raysearch made for a run (the marker; runs from before it have their outputs)."""
-    return (path / RUN_MARKER).is_file() or any((path / name).exists() for name in RUN_OUTPUTS)
-
+from .run_folder import CONFIG_FILE, FINAL_METRICS, MODEL_DIR, RUN_MARKER, is_run_folder
 
 def _finished_or_checkpointed(path: Path) -> bool:
     from .reporting import checkpoints_in
 
-    return bool(checkpoints_in(path)) or (path / "model").exists() or (path / "final_metrics.json").exists()
+    return bool(checkpoints_in(path)) or (path / MODEL_DIR).exists() or (path / FINAL_METRICS).exists()
 
 
 def _check_experiment_name(name: str):
@@ -38,7 +30,7 @@ def _check_output_dir(out: Path, resume: bool):
     if resume:
         return
     if out.is_dir() and any(out.iterdir()):
-        if not _is_run_folder(out):
+        if not is_run_folder(out):
             raise UserInputError("--output-dir", f"{out} holds files that are not a raysearch run", "give a new or empty folder")
         if _finished_or_checkpointed(out):
             raise UserInputError("output_dir", f"{out} already holds a run", "pass --resume to continue it, or choose another --output-dir")
@@ -72,6 +64,10 @@ def cmd_train(args) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UserInputError("--threads", f"must be >= 1, got {args.threads}", "give the number of CPUs this run may use")
+    if args.config is None:  # a run is resumed by its folder alone: the config it started with is in it
+        if not (args.resume and args.output_dir):
+            raise UserInputError("config", "no config file given", "give a YAML config, or --resume --output-dir RUN to continue a run")
+        args.config = str(Path(args.output_dir) / CONFIG_FILE)
     config = load_config(args.config, args.set)
     if args.output_dir:
         config.output_dir = args.output_dir
@@ -80,6 +76,9 @@ def cmd_train(args) -> int:
     resume_from, resume_state = None, None
     if args.resume:
         resume_from, resume_state = newest_intact_checkpoint(checkpoints_in(out), warn=lambda line: print(line, file=sys.stderr))
+        if resume_from is None and (out / FINAL_METRICS).is_file():
+            raise UserInputError("--resume", f"{out} finished and its checkpoints were removed", "start a new --output-dir "
+                                 "(a run started with --keep-checkpoints can be extended later)")
         if resume_from is None:
             raise UserInputError("--resume", f"no checkpoint in {out}/checkpoints", "run without --resume, or give the run's --output-dir")
     tasks = preflight(config)  # data, model and device errors surface here, before anything is written
@@ -88,7 +87,7 @@ def cmd_train(args) -> int:
         _start_afresh(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_MARKER).write_text(json.dumps({"started": True}))
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     else:
         _record_changes(out, resume_state, config)  # refuses a change of the model's shape
     reporter = LocalReporter(out)
@@ -96,15 +95,16 @@ def cmd_train(args) -> int:
     start = int(resume_from.name.split("_")[-1]) if resume_from else 0
     bar = tqdm(total=config.max_steps, initial=start, desc="train", unit="step", disable=args.quiet)
 
-    def progress(step, m):
+    def progress(step, m):  # tqdm shows the ETA; the postfix the loss, the sparsity and the latest dev
         bar.update(1)
         if step % 5 == 0 or step == config.max_steps:
-            sparsity = m.get("target_expected_sparsity")
-            bar.set_postfix(loss=f"{m['loss']:.3f}", **({"sparsity": f"{sparsity:.3f}"} if sparsity is not None else {}))
+            sparsity, dev = m.get("target_expected_sparsity"), reporter.last_metrics.get("target_dev")
+            bar.set_postfix(loss=f"{m['loss']:.3f}", **({"sparsity": f"{sparsity:.3f}"} if sparsity is not None else {}),
+                            **({"dev": f"{dev:.4f}"} if dev is not None else {}))
 
     threads = args.threads if args.threads is not None else available_cpus()
     try:
-        final = run(config, reporter, resume_from=resume_from, export_dir=out / "model", progress=progress, tasks=tasks, threads=threads)
+        final = run(config, reporter, resume_from=resume_from, export_dir=out / MODEL_DIR, progress=progress, tasks=tasks, threads=threads)
     except BaseException:
         if created and not checkpoints_in(out):  # a folder this command made and nothing worth keeping in it
             import shutil
@@ -112,11 +112,16 @@ def cmd_train(args) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     bar.close()
-    (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    (out / FINAL_METRICS).write_text(json.dumps(final, indent=2))
+    if not args.keep_checkpoints:  # finished: the model and results stay, the checkpoints (hundreds of MB) go
+        import shutil
+
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     summary = {k: final[k] for k in ("step", "target_dev", "target_test", "best_target_dev", "exact_sparsity", "remaining_params",
                                      "export_parameters", "export_size_bytes", "export_dev_agreement") if k in final}
     print(json.dumps(summary, indent=2))
-    print(f"wrote {out}/metrics.jsonl, {out}/checkpoints/, {out}/model/ (exported pruned model)")
+    kept = f"{out}/checkpoints/, " if args.keep_checkpoints else ""
+    print(f"wrote {out}/metrics.jsonl, {kept}{out}/model/ (exported pruned model, its card README.md), {out}/{FINAL_METRICS}")
     return 0
 
 
@@ -140,7 +145,7 @@ def _record_changes(out: Path, state: dict, config):
     print(f"raysearch: resuming at step {state['step']} with changed settings: {shown}", file=sys.stderr)
     with (out / "config_changes.jsonl").open("a") as f:
         f.write(json.dumps({"step": state["step"], "changes": changes}) + "\n")
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def cmd_spaces(args) -> int:
@@ -403,10 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one configuration locally")
-    train.add_argument("config", help="YAML config file")
+    train.add_argument("config", nargs="?", help="YAML config file (leave it out with --resume: the run's own config.yaml)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. pruning.target_sparsity=0.5")
     train.add_argument("--output-dir", help="where metrics, checkpoints and the exported model go (default: config output_dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint")
+    train.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints of a finished run (to extend it later)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--threads", type=int, default=None,
                        help="torch threads (default: the CPUs this process may use; give each of N concurrent runs its share)")
@@ -469,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default: the URL the launch recorded, enough when it had none)")
     resume.set_defaults(func=cmd_resume)
 
-    export = sub.add_parser("export", help="copy the models of a search's trials (default: its Pareto front) with a card each")
-    export.add_argument("experiment", help="the experiment folder (STORAGE/NAME)")
+    export = sub.add_parser("export", help="copy the models of a search's trials (default: its Pareto front), or of a train run, with a card each")
+    export.add_argument("experiment", help="the experiment folder (STORAGE/NAME), or a `raysearch train` run folder")
     export.add_argument("trial_ids", nargs="*", metavar="TRIAL_ID", help="trials to export (default: the dev-selected Pareto front)")
     export.add_argument("--out", required=True, help="where the models go, one folder per trial (never overwritten)")
     export.add_argument("--latency-batch", type=int, default=1, help="batch size of the CPU latency in the card (default 1)")

@@ -457,7 +457,26 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
         raise UserInputError(str(path), f"is not UTF-8 text (byte {e.start})", "save the file as UTF-8") from None
     except yaml.YAMLError as e:
         raise UserInputError(str(path), f"is not valid YAML ({_yaml_problem(e)})", "fix the YAML syntax there") from None
-    return config_from_dict(data if data is not None else {}, overrides)
+    data = data if data is not None else {}
+    _resolve_beside(data, path.parent)
+    return config_from_dict(data, overrides)
+
+
+# the fields that may name a local file or folder: a relative path there means one beside the config file
+PATH_FIELDS = (("target", "source"), ("transfer", "task", "source"), ("model", "name_or_path"), ("model", "tokenizer"))
+
+
+def _resolve_beside(data: dict, folder: Path):
+    """Relative data and model paths of a config file resolve against the file's folder, so a config works from any
+    directory. A value that names nothing there (a hub name, `synthetic:target`, a path from the working directory)
+    stays as it is."""
+    for keys in PATH_FIELDS:
+        parent = data
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).exists():
+            parent[keys[-1]] = str((folder / value).resolve())
 
 
 def as_plain_dict(config) -> dict:

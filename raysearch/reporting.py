@@ -33,6 +33,7 @@ class LocalReporter:
         self.keep = keep_checkpoints
         (self.output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.output_dir / "metrics.jsonl"
+        self.last_metrics: dict = {}  # the latest evaluation (the progress bar shows its dev)
 
     def checkpoint_dir(self, step: int) -> Path:
         path = self.output_dir / "checkpoints" / f"step_{step:06d}"
@@ -41,6 +42,7 @@ class LocalReporter:
 
     def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
         if metrics is not None:
+            self.last_metrics = metrics
             with self.metrics_path.open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
         if checkpoint is not None:

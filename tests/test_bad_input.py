@@ -120,7 +120,7 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again(tmp_path
 def test_resume_with_changed_settings_records_what_changed(tmp_path, capsys, pair_task):
     out = tmp_path / "out"
     config = _write_config(tmp_path, pair_task, checkpoint_every=2)
-    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet", "--keep-checkpoints"]) == 0
     capsys.readouterr()
     assert main(["train", str(config), "--output-dir", str(out), "--resume", "--quiet", "--set", "max_steps=6"]) == 0
     assert "changed settings: max_steps 4 -> 6" in capsys.readouterr().err
@@ -132,7 +132,7 @@ def test_resume_with_changed_settings_records_what_changed(tmp_path, capsys, pai
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, pair_task):
     out = tmp_path / "out"
     config = _write_config(tmp_path, pair_task, checkpoint_every=2)
-    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet", "--keep-checkpoints"]) == 0
     newest = out / "checkpoints" / "step_000004" / "checkpoint.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short, as by a full disk
     capsys.readouterr()
@@ -144,7 +144,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
 def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys, pair_task):
     out = tmp_path / "out"
     config = _write_config(tmp_path, pair_task, checkpoint_every=2)
-    assert main(["train", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    assert main(["train", str(config), "--output-dir", str(out), "--quiet", "--keep-checkpoints"]) == 0
     capsys.readouterr()
     before = (out / "config.yaml").read_text()
     _fails(capsys, ["train", str(config), "--output-dir", str(out), "--resume", "--set", "model.tiny.hidden_size=64"],
