@@ -164,7 +164,7 @@ def _settings(args):
                           gpus_per_worker=args.gpus_per_worker, sampler=args.sampler, seed=args.seed, optuna_storage=args.optuna_storage,
                           max_failures=args.max_failures, keep_finished_checkpoints=args.keep_checkpoints,
                           rerun_duplicates=args.rerun_duplicates, repeats=args.repeats, baselines=not args.no_baselines,
-                          confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds)
+                          confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds, callbacks=list(args.callback))
 
 
 def cmd_launch(args) -> int:
@@ -205,6 +205,7 @@ def cmd_launch(args) -> int:
         argv += ["--no-baselines"] if not settings.baselines else []
         argv += ["--confirm-top", str(settings.confirm_top), "--confirm-seeds", str(settings.confirm_seeds)]
         argv += ["--verbose"] if args.verbose else []
+        argv += [x for name in settings.callbacks for x in ("--callback", name)]
         argv += [x for kv in args.set for x in ("--set", kv)]
         if settings.optuna_storage:
             argv += ["--optuna-storage", settings.optuna_storage]
@@ -213,7 +214,9 @@ def cmd_launch(args) -> int:
         print(f"dashboard: {args.dashboard}  (resume later with: raysearch resume --job {job_id})")
         return 0
     from .distributed.search import open_optuna_storage
+    from .distributed.trackers import check_installed
 
+    check_installed(settings.callbacks)
     open_optuna_storage(settings.optuna_storage)  # a storage that cannot be opened fails here, before Ray starts
     return _run_search(args.address, lambda search: search.launch(space, settings, storage, name), path, args.verbose)
 
@@ -404,6 +407,8 @@ VERBOSE_HELP = "also show Ray's, Tune's and Optuna's own start-up lines and noti
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distributed.settings import TRACKERS
+
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -442,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "results and asked for another; on a CPU training is deterministic, on a GPU a rerun is another sample)")
     launch.add_argument("--storage-path", default="runs", help="local folder or any URI Ray accepts (s3://, gs://, ...) (default: runs)")
     launch.add_argument("--name", help="experiment name (default: SPACE-timestamp)")
+    launch.add_argument("--callback", action="append", default=[], choices=list(TRACKERS),
+                        help="also log every trial to MLflow (MLFLOW_TRACKING_URI) or W&B (WANDB_MODE=offline works); "
+                             "repeatable; needs the extra: pip install 'raysearch[mlflow]' / 'raysearch[wandb]'")
     launch.add_argument("--optuna-storage", help="SQLAlchemy URL of an Optuna RDB storage, e.g. sqlite:///study.db "
                                                  "(default: none; the study lives in the experiment's saved search state)")
     launch.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random", "grid"),

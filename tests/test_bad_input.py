@@ -1,5 +1,6 @@
 """Bad configs and data fail before training with one line naming the field and the fix."""
 import json
+import sys
 
 import pytest
 
@@ -385,3 +386,11 @@ def test_fractional_gpus_are_what_each_worker_asks_ray_for():
 
 def test_a_dashboard_address_without_a_scheme_is_refused_at_once(capsys):
     _fails(capsys, ["jobs", "--dashboard", "127.0.0.1:8265"], "--dashboard", "no scheme", "http://127.0.0.1:8265")
+
+
+@pytest.mark.parametrize("tracker", ["mlflow", "wandb"])
+def test_a_tracker_that_is_not_installed_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch, tracker):
+    monkeypatch.setitem(sys.modules, tracker, None)  # as on a machine without the extra: it cannot be imported
+    _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--callback", tracker],
+           "--callback", f"{tracker} is not installed", f"pip install 'raysearch[{tracker}]'")
+    assert not (tmp_path / "exp").exists()

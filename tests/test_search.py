@@ -109,10 +109,16 @@ def _experiment(tmp_path, name):
     return tmp_path / "exp" / name
 
 
-def test_four_trial_search_on_two_cpus(cluster, tmp_path, capsys):
+def test_four_trial_search_on_two_cpus(cluster, tmp_path, capsys, monkeypatch):
     db = f"sqlite:///{tmp_path / 'study.db'}"
+    mlruns = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the trackers in their local/offline modes (MLflow 3: a database file)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlruns)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_runs"))
+    (tmp_path / "wandb_runs").mkdir()
     code = main(["launch", "demo", "--address", cluster["address"], "--num-samples", "4", "--storage-path", str(tmp_path / "exp"),
-                 "--name", "four", "--optuna-storage", db, *FAST, "--set", "target.heldout_test_size=64"])
+                 "--name", "four", "--optuna-storage", db, *FAST, "--set", "target.heldout_test_size=64",
+                 "--callback", "mlflow", "--callback", "wandb"])
     assert code == 0
     out = capsys.readouterr().out
     assert "4/4 trials done" in out and "Configuration for experiment" not in out and "View detailed results" not in out
@@ -123,6 +129,7 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path, capsys):
     study = optuna.load_study(study_name="four", storage=db)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4 and all(len(t.values) == 2 for t in complete)
+    _the_trackers_saw_every_trial(mlruns, tmp_path / "wandb_runs", frame)
     space = load_space("demo")
     allowed = {p.path: p for p in space.params}
     for _, row in frame.iterrows():
@@ -158,6 +165,24 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path, capsys):
     assert frame["target_test"].notna().all()
     assert "| model |" in report and "models/" in report  # the front names where each model is
     _every_trial_left_a_model(experiment, frame, tmp_path)
+
+
+def _the_trackers_saw_every_trial(mlruns: str, wandb_dir: Path, frame):
+    """MLflow (a local file store): a run per trial with its sampled config, its metrics at each evaluation and its
+    model's folder; W&B (offline): a run per trial."""
+    import mlflow
+
+    from raysearch.distributed.trackers import EXPORT_TAG
+
+    client = mlflow.MlflowClient(tracking_uri=mlruns)
+    runs = client.search_runs([client.get_experiment_by_name("four").experiment_id])
+    assert len(runs) == 4
+    assert {run.data.tags[EXPORT_TAG] for run in runs} == set(frame["export_dir"])
+    for run in runs:
+        assert "pruning.target_sparsity" in run.data.params and run.data.tags.get("trial_name")
+        evaluated = [m.value for m in client.get_metric_history(run.info.run_id, "step")]
+        assert evaluated[:2] == [10, 20] and len(client.get_metric_history(run.info.run_id, "target_dev")) >= 2
+    assert len(list(wandb_dir.glob("wandb/offline-run-*"))) == 4
 
 
 def _every_trial_left_a_model(experiment: Path, frame, tmp_path: Path):

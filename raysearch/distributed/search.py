@@ -25,6 +25,7 @@ from .distinct import DistinctOptunaSearch, NamedOptunaSearch
 from .saved_state import repair_saved_state
 from .settings import SearchSettings
 from .staged import StagedSearch
+from .trackers import tracker_callbacks
 from .trial import trainable
 
 
@@ -103,7 +104,8 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
         # or the loss of the node that holds the trial
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=min(1, settings.max_failures)),
-                                  callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path), SavedStateKeeper(path)]),
+                                  callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path), SavedStateKeeper(path),
+                                             *tracker_callbacks(settings.callbacks, name)]),
     )
     write_meta(path, meta)
     if not quiet:

@@ -1,10 +1,12 @@
 """What a search is asked to do: its trial count, sampler, resources per trial and stages (`launch`'s options)."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import UserInputError
 
 # Optuna's TPE, NSGA-II and random sampler; Ray Tune's BasicVariantGenerator for the full grid of categorical
 # choices (e.g. the baselines space: every preset x sparsity, on each seed)
+# trackers a search can log to -> the module each needs (and the raysearch extra that installs it)
+TRACKERS = {"mlflow": "mlflow", "wandb": "wandb"}
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
@@ -27,6 +29,7 @@ class SearchSettings:
     baselines: bool = True  # no_transfer, multitask, sequential first, on the same seeds
     confirm_top: int = 3  # configurations per level re-trained on fresh seeds after the search
     confirm_seeds: int = 3  # fresh seeds of the confirmation stage (0: none)
+    callbacks: list[str] = field(default_factory=list)  # TRACKERS to log every trial to (raysearch.distributed.trackers)
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -45,5 +48,8 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < least):
                 raise UserInputError(flag, f"must be a whole number >= {least}, got {value!r}", f"give {least} or more")
+        for name in self.callbacks:
+            if name not in TRACKERS:
+                raise UserInputError("--callback", f"unknown tracker {name!r}", f"choose from {', '.join(TRACKERS)}")
         if self.sampler not in SAMPLERS:
             raise UserInputError("--sampler", f"unknown sampler {self.sampler!r}", f"choose one of {', '.join(SAMPLERS)}")
