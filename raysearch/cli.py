@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one configuration locally")
-    train.add_argument("config", nargs="?", help="YAML config file (leave it out with --resume: the run's own config.yaml)")
+    train.add_argument("config", nargs="?", help="YAML config file (default with --resume: the run's own config.yaml)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. pruning.target_sparsity=0.5")
     train.add_argument("--output-dir", help="where metrics, checkpoints and the exported model go (default: config output_dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint")

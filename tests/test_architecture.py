@@ -12,8 +12,8 @@ PACKAGES = ("raysearch", "analysis", "search_spaces")
 # lowest first: a module may import from its own layer and the layers below it
 LAYERS = {
     "config": ("raysearch", "raysearch.errors", "raysearch.config", "raysearch.experiment", "raysearch.schedule",
-               "raysearch.metrics", "raysearch.reporting", "raysearch.redact"),
-    "model parts": ("raysearch.heads", "raysearch.optim", "raysearch.pruning"),
+               "raysearch.metrics", "raysearch.reporting", "raysearch.redact", "raysearch.run_folder", "raysearch.model_card"),
+    "model parts": ("raysearch.heads", "raysearch.optim", "raysearch.pruning", "raysearch.remote_code"),
     "loading": ("raysearch.models", "raysearch.data", "raysearch.synthetic"),
     "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported", "raysearch.hf"),
     "loop": ("raysearch.loop",),

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import study  # noqa: E402
 import study_report  # noqa: E402
 
+from raysearch.cli import main  # noqa: E402
 from raysearch.config import config_from_dict  # noqa: E402
 
 
@@ -132,11 +133,13 @@ def test_a_grid_experiment_runs_without_ray_resumes_and_saves_compact_results(tm
     assert sorted(history.groupby("trial_id")["step"].apply(list).tolist()) == [[3, 6]] * 2
     assert len((out / "configs.jsonl").read_text().splitlines()) == 2
 
-    # a sitting stopped mid-run: trial_001 lost its end (as if killed after its step-3 checkpoint)
+    # a sitting stopped mid-run: trial_001 as if killed after its step-3 checkpoint (trained to step 3, its end removed)
     stopped = storage / "dense-sst2_imdb" / "trial_001"
+    config_file = storage / "dense-sst2_imdb" / "configs" / "trial_001.yaml"
+    shutil.rmtree(stopped)
+    assert main(["train", str(config_file), "--output-dir", str(stopped), "--quiet", "--keep-checkpoints", "--set", "max_steps=3"]) == 0
     for name in ("final_metrics.json", "model"):
         shutil.rmtree(stopped / name) if (stopped / name).is_dir() else (stopped / name).unlink()
-    shutil.rmtree(stopped / "checkpoints" / "step_000006")
     capsys.readouterr()
     study.run_experiment_locally("sst2_imdb", None, "dense", profile, args, storage)
     assert "1/2 runs finished" in capsys.readouterr().out
@@ -144,7 +147,7 @@ def test_a_grid_experiment_runs_without_ray_resumes_and_saves_compact_results(tm
     def steps(run):
         return [json.loads(line)["step"] for line in (storage / "dense-sst2_imdb" / run / "metrics.jsonl").read_text().splitlines()]
 
-    assert steps("trial_001") == [3, 6, 6]  # continued after its step-3 checkpoint, not started afresh
+    assert steps("trial_001") == [3, 6]  # continued after its step-3 checkpoint, not started afresh
     assert steps("trial_000") == [3, 6]  # a finished run was not run again
     sittings = json.loads((out / "experiment.json").read_text())["sittings"]
     assert len(sittings) == 2 and sittings[0]["command"] == "python experiments/study.py --local-workers 2"
