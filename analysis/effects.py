@@ -6,7 +6,8 @@ other trials *in the same sparsity bin*, averaged over the bins where both sides
 means: a 0.8-sparse trial is never compared with a 0.6-sparse one. Effects are marginal over the other
 factors (a level that happens to co-occur with a good coupling mode shares some of its credit; the
 fANOVA importances below look at all factors jointly); where another factor splits the trials exactly as a
-level does, the two are confounded in these trials and the row names it. The 95% interval is a percentile bootstrap
+level does in the trials the effect is computed from (the bins holding both sides), the two are confounded there:
+the row names it, and neither is credited. The 95% interval is a percentile bootstrap
 that resamples trials within each bin.
 
 Factors are only asked of the trials where they mean something: parameter groups, start step and
@@ -104,7 +105,8 @@ def factor_effects(frame: pd.DataFrame, quality: str = "target_dev", width: floa
         resamples = [np.concatenate([rng.choice(idx, len(idx)) for idx in by_bin]) for _ in range(n_boot)]
         for level in sorted(levels.unique(), key=str):
             at_level = (levels == level).to_numpy()
-            confounded = _confounded_with(searched, data.index, at_level, factor, factors)
+            used = _compared(at_level, bins)  # the trials this effect rests on: bins holding both sides
+            confounded = _confounded_with(searched, data.index[used], at_level[used], factor, factors)
             effect = _matched_difference(quality_values, at_level, bins)
             low = high = np.nan
             if min(at_level.sum(), (~at_level).sum()) >= MIN_TRIALS_FOR_CI:
@@ -118,6 +120,12 @@ def factor_effects(frame: pd.DataFrame, quality: str = "target_dev", width: floa
                          "effect": effect, "ci_low": float(low), "ci_high": float(high), "confounded_with": ", ".join(confounded)})
     return pd.DataFrame(rows, columns=["question", "factor", "level", "trials", "others", "mean_quality", "effect", "ci_low", "ci_high",
                                        "confounded_with"])
+
+
+def _compared(at_level: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """The trials `_matched_difference` compares: those in the sparsity bins that hold the level and the rest."""
+    both = [b for b in np.unique(bins) if (at_level & (bins == b)).any() and (~at_level & (bins == b)).any()]
+    return np.isin(bins, both)
 
 
 def _confounded_with(searched: pd.DataFrame, rows: pd.Index, at_level: np.ndarray, factor: Factor, factors) -> list[str]:

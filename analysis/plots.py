@@ -64,7 +64,10 @@ def effect_bars(effects: pd.DataFrame) -> pd.DataFrame:
     """The bars of the effects plot: one per factor level that has an effect (a level with no matched comparison
     has nothing to draw), with its label and interval half-widths."""
     bars = effects.dropna(subset=["effect"])
-    return pd.DataFrame({"label": [f"{r.question}: {r.factor} = {r.level}" for r in bars.itertuples()],
+    confounded = bars.get("confounded_with", pd.Series("", index=bars.index)).fillna("").astype(str)
+    return pd.DataFrame({"label": [f"{r.question}: {r.factor} = {r.level}" + (f" (confounded with {c})" if c else "")
+                                   for r, c in zip(bars.itertuples(), confounded)],
+                         "confounded": (confounded != "").to_numpy(),
                          "question": bars["question"].to_numpy(), "effect": bars["effect"].to_numpy(),
                          "below": (bars["effect"] - bars["ci_low"]).clip(lower=0).fillna(0).to_numpy(),
                          "above": (bars["ci_high"] - bars["effect"]).clip(lower=0).fillna(0).to_numpy()})
@@ -80,8 +83,13 @@ def plot_effects(effects: pd.DataFrame, path: Path, quality: str = "target_dev")
         return _save(fig, path)
     y = np.arange(len(bars))[::-1]
     colors = {"how": "tab:blue", "what": "tab:orange", "when": "tab:green"}
+    # a confounded effect is drawn hatched and pale: it cannot be credited to its factor
     ax.barh(y, bars["effect"], xerr=np.vstack([bars["below"], bars["above"]]), color=[colors.get(q, "gray") for q in bars["question"]],
             alpha=0.8)
+    for patch, confounded in zip(ax.patches, bars["confounded"]):
+        if confounded:
+            patch.set_alpha(0.3)
+            patch.set_hatch("//")
     ax.set_yticks(y, bars["label"], fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"effect on {quality} at matched sparsity\n(vs the other levels; 95% bootstrap interval)", fontsize=9)

@@ -426,3 +426,36 @@ def test_a_duplicate_trial_counts_once_in_the_effects():
     assert (none["trials"], none["others"]) == (1, 3)
     assert tied["effect"] == pytest.approx(0.73 - (0.70 + 0.71) / 2)  # 0.0275 if the copies counted
     assert (tied["trials"], tied["others"]) == (2, 2)
+
+
+def _aliased_in_one_bin_frame(aliased: bool, seed: int = 0):
+    """The demo's case: at sparsity 0.5 masks stays off while ffn and layernorm vary on their own; at 0.9 masks varies,
+    and (when `aliased`) masks on is exactly ffn off and layernorm off. The ffn group adds 0.05."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(16):
+        high = i >= 8
+        ffn = i % 2 == 0
+        masks = (not ffn) if (high and aliased) else (high and i % 4 < 2)
+        layernorm = (not masks) if (high and aliased) else i % 4 in (0, 3)
+        groups = {"group_embeddings": True, "group_attention": bool(rng.random() < 0.5), "group_ffn": ffn,
+                  "group_layernorm": layernorm, "group_masks": masks}
+        rows.append({"coupling": "tied", **groups, "transfer_start_fraction": 0.1, "transfer_weight": 1.0, "coupling_strength": np.nan,
+                     "target_sparsity": 0.9 if high else 0.5, "preset": "searched", "seed": 0,
+                     "q": 0.8 + 0.05 * ffn + rng.normal(0, 0.002), "s": 0.9 if high else 0.5})
+    data = pd.DataFrame(rows)
+    return frame([(q, 1000 * (1 - s)) for q, s in zip(data["q"], data["s"])], **data.drop(columns=["q", "s"]))
+
+
+@pytest.mark.parametrize("aliased", [True, False])
+def test_confounding_is_checked_on_the_trials_an_effect_is_computed_from(aliased, tmp_path):
+    from analysis.compute import factor_answers
+    from analysis.plots import effect_bars
+
+    effects = factor_effects(_aliased_in_one_bin_frame(aliased), n_boot=200)
+    masks = {a.factor: a for a in factor_answers(effects, "what")}["group masks"]
+    if aliased:  # its effect rests on the 0.9 bin alone, where it is ffn's and layernorm's too: credited to none
+        assert "confounded with group ffn, group layernorm" in masks.verdict and "clear" not in masks.verdict
+        assert effect_bars(effects)["confounded"].any()
+    else:
+        assert "confounded" not in masks.verdict
