@@ -8,6 +8,7 @@ from raysearch.errors import UserInputError
 from . import plots
 from .compute import Analysis
 from .frames import save_frames
+from .pareto import front_plot_frame
 from .report import render_markdown
 
 MARKER = "raysearch_analysis.json"  # marks a folder as analysis output, which a rerun may overwrite
@@ -32,7 +33,8 @@ def write_outputs(result: Analysis, out_dir: str | Path, formats=("parquet", "cs
     written = {p.name: p for p in save_frames(frames, out, formats)}
     quality = result.objectives[0][0]
     plot_files = {"front": "front.png", "effects": "effects.png", "hypervolume": "hypervolume.png"}
-    plots.plot_front(result.trials, result.ranks, quality, out / plot_files["front"])
+    (x, x_mode) = result.objectives[1]
+    plots.plot_front(front_plot_frame(result.trials.loc[result.ranks.index], result.objectives), quality, x, x_mode, out / plot_files["front"])
     plots.plot_effects(result.effects, out / plot_files["effects"], quality)
     plots.plot_hypervolume(result.hypervolume_history, out / plot_files["hypervolume"])
     (out / "report.md").write_text(render_markdown(result, plot_files))

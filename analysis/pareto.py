@@ -60,6 +60,17 @@ def pareto_rank(frame: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES
     return pd.Series(rank, index=frame.index, name="pareto_rank")
 
 
+def front_plot_frame(trials: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES) -> pd.DataFrame:
+    """What the front plot draws, on the axes the front is computed on (quality against the second objective): each
+    experiment's trials with their rank within their own experiment, so that every experiment shows its own front."""
+    (quality, _), (x, _) = objectives[0], objectives[1]
+    rows = trials.dropna(subset=[quality, x])
+    ranks = pd.concat([pareto_rank(group, objectives) for _, group in rows.groupby("experiment")]) if len(rows) else pd.Series(dtype=float)
+    preset = rows["preset"] if "preset" in rows else pd.Series("searched", index=rows.index)
+    return pd.DataFrame({"experiment": rows["experiment"], "preset": preset, "x": rows[x], "quality": rows[quality],
+                         "own_rank": ranks.reindex(rows.index)})
+
+
 def pareto_front(frame: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES, by: str | None = None) -> pd.DataFrame:
     """The non-dominated rows (of each `by` group, e.g. per experiment, preset or coupling mode),
     sorted by the first objective, best first."""

@@ -18,43 +18,47 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_front(trials: pd.DataFrame, ranks: pd.Series, quality: str, path: Path, title: str = "") -> Path:
-    """Quality against exact sparsity: searched trials (dominated ones faded), the front of each
-    experiment as a step line, and the named baselines overlaid with their own markers."""
+def plot_front(points: pd.DataFrame, quality: str, x: str, x_mode: str, path: Path, title: str = "") -> Path:
+    """Quality against the objective the front was computed on (`analysis.pareto.front_plot_frame`): searched trials
+    (points off their experiment's front faded), each experiment's own front as a step line, the named baselines
+    with their own markers."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    data = trials.assign(rank=ranks).dropna(subset=[quality, "exact_sparsity"])
-    searched = data[data["preset"] == "searched"] if "preset" in data else data
+    searched = points[points["preset"] == "searched"]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, group) in enumerate(searched.groupby("experiment")):
         color = colors[i % len(colors)]
-        dominated, front = group[group["rank"] > 0], group[group["rank"] == 0].sort_values("exact_sparsity")
-        ax.scatter(dominated["exact_sparsity"], dominated[quality], color=color, alpha=0.25, s=22)
-        ax.scatter(front["exact_sparsity"], front[quality], color=color, s=40, edgecolor="black", label=f"{name}: front")
-        xs, ys = front_steps(front, quality)
+        dominated, front = group[group["own_rank"] > 0], group[group["own_rank"] == 0]
+        ax.scatter(dominated["x"], dominated["quality"], color=color, alpha=0.25, s=22)
+        ax.scatter(front["x"], front["quality"], color=color, s=40, edgecolor="black", label=f"{name}: front")
+        xs, ys = front_steps(front, x_mode)
         ax.plot(xs, ys, color=color, alpha=0.8)
-    if "preset" in data:
-        for preset, marker in BASELINE_MARKERS.items():
-            runs = data[data["preset"] == preset]
-            if len(runs):
-                faded = np.where(runs["rank"] > 0, 0.45, 1.0)
-                ax.scatter(runs["exact_sparsity"], runs[quality], marker=marker, color="black", alpha=faded, s=40, label=preset)
-    ax.set_xlabel("exact sparsity (share of prunable parameters removed)")
+    for preset, marker in BASELINE_MARKERS.items():
+        runs = points[points["preset"] == preset]
+        if len(runs):
+            faded = np.where(runs["own_rank"] > 0, 0.45, 1.0)
+            ax.scatter(runs["x"], runs["quality"], marker=marker, color="black", alpha=faded, s=40, label=preset)
+    ax.set_xlabel(f"{X_LABELS.get(x, x)} ({'fewer' if x_mode == 'min' else 'more'} is better)")
     ax.set_ylabel(quality)
-    ax.set_title(title or "Pareto front (dominated points faded)")
+    ax.set_title(title or "Pareto front of each experiment (dominated points faded)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 
-def front_steps(front: pd.DataFrame, quality: str) -> tuple[list, list]:
-    """The vertices of a front's step line: between two front points the line is at the sparser one's quality (the
-    best reached at that sparsity or beyond), and it ends at the sparsest point, claiming nothing past it."""
-    points = front.sort_values("exact_sparsity")
+X_LABELS = {"remaining_params": "remaining prunable parameters", "exact_sparsity": "exact sparsity", "latency_ms": "latency (ms)"}
+
+
+def front_steps(front: pd.DataFrame, x_mode: str = "max") -> tuple[list, list]:
+    """The vertices of a front's step line over columns `x` and `quality`: between two front points the line is at
+    the quality of the one better on x (the best reached at that x or better), and it ends at the point best on x,
+    claiming nothing past it."""
+    sign = 1 if x_mode == "max" else -1
+    points = front.assign(key=sign * front["x"]).sort_values("key")
     xs, ys = [], []
-    for x, y in zip(points["exact_sparsity"], points[quality]):
+    for x, y in zip(points["x"], points["quality"]):
         if xs:
             xs.append(xs[-1])
-            ys.append(y)  # up to the previous point's sparsity, this (sparser) point's quality is reachable
+            ys.append(y)  # up to the previous point's x, this (better on x) point's quality is reachable
         xs.append(x)
         ys.append(y)
     return xs, ys

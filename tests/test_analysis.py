@@ -397,12 +397,29 @@ def test_a_sparsity_bin_is_shown_as_the_range_it_holds():
 def test_the_front_line_claims_no_quality_beyond_what_each_point_reached():
     from analysis.plots import front_steps
 
-    front = pd.DataFrame({"exact_sparsity": [0.8, 0.5, 0.9], "target_dev": [0.7, 0.9, 0.6]})
-    xs, ys = front_steps(front, "target_dev")
+    front = pd.DataFrame({"x": [0.8, 0.5, 0.9], "quality": [0.7, 0.9, 0.6]})
+    xs, ys = front_steps(front, "max")
     assert max(xs) == 0.9 and ys[xs.index(0.9)] == 0.6  # ends at the sparsest point, with its quality
     for x, y in zip(xs, ys):  # at every sparsity on the line, some front point at least as sparse reaches that quality
-        assert any(s >= x and q >= y for s, q in zip(front["exact_sparsity"], front["target_dev"]))
+        assert any(s >= x and q >= y for s, q in zip(front["x"], front["quality"]))
     assert ys[1] == 0.7 and xs[1] == 0.5  # past 0.5 the line drops to the next point's quality at once
+    # on remaining parameters (fewer is better) the same front, mirrored: the line ends at the fewest parameters
+    params = front.assign(x=(1 - front["x"]) * 1000)
+    xs, ys = front_steps(params, "min")
+    assert min(xs) == pytest.approx(100) and ys[xs.index(min(xs))] == 0.6
+    for x, y in zip(xs, ys):
+        assert any(p <= x + 1e-9 and q >= y for p, q in zip(params["x"], params["quality"]))
+
+
+def test_the_front_is_drawn_on_the_axis_it_was_computed_on_and_each_experiment_shows_its_own():
+    from analysis.pareto import front_plot_frame
+
+    a = frame([(0.90, 500), (0.80, 400)], experiment="a")
+    b = frame([(0.70, 300), (0.60, 600)], experiment="b")  # everything b has is dominated by a's points but one
+    points = front_plot_frame(pd.concat([a, b], ignore_index=True))
+    assert (points["x"] == pd.concat([a, b], ignore_index=True)["remaining_params"]).all()  # the computed axis
+    own = points.groupby("experiment")["own_rank"].apply(lambda r: int((r == 0).sum()))
+    assert own["a"] == 2 and own["b"] == 1  # b's own front is drawn even where a dominates it
 
 
 def test_the_effects_plot_draws_no_empty_rows(tmp_path):
