@@ -194,7 +194,7 @@ def best_per_sparsity_bin(frame: pd.DataFrame, quality: str = "target_dev", sets
 class HeldOutCheck:
     """The dev-selected front, re-scored on the held-out test split."""
 
-    points: pd.DataFrame  # front rows: trial, sparsity, dev, test, dev - test
+    points: pd.DataFrame  # front rows: trial, sparsity, dev, test, test_minus_dev
     front_gap: float  # mean (dev - test) over the front: the optimism of selecting on dev
     all_gap: float  # mean (dev - test) over all trials: the dev/test difference without selection
     test_front_share: float  # share of the dev front still non-dominated on test
@@ -214,7 +214,7 @@ def heldout_check(frame: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIV
     on_test_front = pareto_rank(scored, test_objectives) == 0
     gap = lambda f: float((f[quality] - f[test_column]).mean()) if len(f) else float("nan")
     points = front[["experiment", "trial_id", "exact_sparsity", "remaining_params", quality, test_column]].assign(
-        gap=front[quality] - front[test_column], on_test_front=on_test_front.loc[front.index])
+        test_minus_dev=front[test_column] - front[quality], on_test_front=on_test_front.loc[front.index])
     return HeldOutCheck(points=points.reset_index(drop=True), front_gap=gap(front), all_gap=gap(scored),
                         test_front_share=float(points["on_test_front"].mean()) if len(points) else float("nan"),
                         hypervolume_dev=hypervolume(front, objectives), hypervolume_test=hypervolume(front, test_objectives))

@@ -73,10 +73,10 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     front["groups"] = [", ".join(coupled_groups(r)) or "–" for _, r in front.iterrows()]
     shown = [c for c in ["experiment", "trial_id", "preset", "coupling", "groups", "transfer_start_fraction", "transfer_weight",
                          "exact_sparsity", "remaining_params", quality, "target_test", "export_dir"] if c in front]
-    if "export_dir" in front:  # where each front model is, as `raysearch export` copies it
+    if "export_dir" in front:  # where each front model is, as `raysearch export` copies it (`model` is the base model)
         front["export_dir"] = front["export_dir"].map(model_in_experiment)
-        front = front.rename(columns={"export_dir": "model"})
-        shown = [("model" if c == "export_dir" else c) for c in shown]
+        front = front.rename(columns={"export_dir": "exported model"})
+        shown = [("exported model" if c == "export_dir" else c) for c in shown]
     out += ["## Pareto front (selected on dev)", "", f"![front]({plot_files['front']})", "",
             _table(front[shown], {"remaining_params": ",.0f"}), ""]
 

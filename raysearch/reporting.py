@@ -62,3 +62,16 @@ def checkpoints_in(output_dir: str | Path) -> list[Path]:
 def read_metrics(output_dir: str | Path) -> list[dict]:
     path = Path(output_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+# one printed format per quantity, wherever raysearch prints it (progress lines, status, the front)
+FORMATS = {"remaining_params": "{:,.0f}", "full_params": "{:,.0f}", "exact_sparsity": "{:.3f}", "expected_sparsity": "{:.3f}",
+           "latency_ms": "{:.2f} ms", "step": "{:.0f}"}
+
+
+def shown(name: str, value) -> str:
+    """A metric as raysearch prints it: counts with thousands separators, sparsity to 3 places, other qualities to 4."""
+    if value is None or value != value:
+        return "-"
+    return FORMATS.get(name, "{:.4f}").format(value)
+

@@ -104,7 +104,23 @@ def test_heldout_check_measures_selection_optimism():
     assert check.front_gap == pytest.approx(((0.9 - 0.7) + 0.0) / 2)
     assert check.all_gap == pytest.approx((0.2 + 0.0 + 0.0) / 3)
     assert check.test_front_share == 0.5  # on test, t2 (0.7, 300) dominates t0 (0.7, 500)
+    assert check.points["test_minus_dev"].tolist() == pytest.approx([-0.2, 0.0])  # the sign its name and the report say
     assert heldout_check(frame([(0.9, 500)])) is None  # no test column: nothing to check
+
+
+def test_the_report_tables_name_each_column_once():
+    from analysis.report import render_markdown
+
+    f = frame([(0.9, 500), (0.7, 300)], target_test=[0.8, 0.7], model="all-MiniLM-L6-v2", export_dir=["e/models/t0", "e/models/t1"],
+              preset="searched", coupling="none", seed=0, target_sparsity=0.5)
+    report = render_markdown(analyze(f, n_boot=50), {"front": "f.png", "effects": "e.png", "hypervolume": "h.png"})
+    lines = report.splitlines()
+    headers = [lines[i - 1] for i, line in enumerate(lines) if line.startswith("| ---") or line.startswith("| --- |")]
+    assert any("exported model" in h for h in headers)
+    for line in headers:
+        header = [c.strip() for c in line.strip("|").split("|")]
+        assert len(header) == len(set(header)), line
+    assert "Test minus dev over the dev-selected front: -0.050" in report and "test_minus_dev" in report
 
 
 def test_baseline_comparison_per_sparsity_bin():

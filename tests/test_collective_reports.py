@@ -1,5 +1,6 @@
 """Ray Train's report is collective: every rank of a trial must report exactly as often as rank 0, or the trial never
 ends (a 2-worker trial trained, exported, then hung). Checked here without Ray, on the loop itself."""
+import pandas as pd
 import pytest
 
 from raysearch.loop import run
@@ -36,3 +37,25 @@ def test_every_rank_reports_as_often_as_rank_0(pair_task, tmp_path, resume_at):
         run(config, reporter, resume_from=resume_from, rank=rank, world_size=2)
         calls[rank] = reporter.calls
     assert calls[1] == calls[0] == (2 if resume_at is None else 1 if resume_at == 4 else 1)
+
+
+def test_a_quantity_is_printed_in_one_format_wherever_it_is_printed(capsys):
+    from types import SimpleNamespace
+
+    from raysearch.distributed.callbacks import FrontProgress
+    from raysearch.distributed.status import format_table
+    from raysearch.reporting import shown
+    from search_spaces import load_space
+
+    assert [shown("remaining_params", 56470.0), shown("target_dev", 0.53125), shown("exact_sparsity", 0.6004), shown("latency_ms", 3.14159)] \
+        == ["56,470", "0.5312", "0.600", "3.14 ms"]
+    progress = FrontProgress(load_space("demo"), total=2)
+    trial = SimpleNamespace(trial_id="t1", status="RUNNING", last_result={})
+    progress.on_trial_result(0, [trial], trial, {"step": 10, "phase": "pruning", "target_dev": 0.53125, "remaining_params": 56470.0})
+    trial.status, trial.last_result = "TERMINATED", {"target_dev": 0.53125, "remaining_params": 9748.0}
+    progress.on_trial_complete(0, [trial], trial)
+    out = capsys.readouterr().out
+    assert "target_dev 0.5312, remaining_params 56,470" in out and "front (target_dev, remaining_params): (0.5312, 9,748)" in out
+    table = format_table(pd.DataFrame({"trial_id": ["t1"], "status": ["TERMINATED"], "step": [20.0], "target_dev": [0.53125],
+                                       "exact_sparsity": [0.6], "remaining_params": [49688.0]}))
+    assert "49,688" in table and "0.5312" in table

@@ -163,7 +163,7 @@ def test_four_trial_search_on_two_cpus(cluster, tmp_path, capsys, monkeypatch):
     report = (out / "report.md").read_text()
     assert "## Pareto front (selected on dev)" in report and "Test minus dev over the dev-selected front" in report
     assert frame["target_test"].notna().all()
-    assert "| model |" in report and "models/" in report  # the front names where each model is
+    assert "| exported model |" in report and "models/" in report  # the front names where each model is
     _every_trial_left_a_model(experiment, frame, tmp_path)
 
 

@@ -14,6 +14,7 @@ from search_spaces import SearchSpace
 
 from ..errors import TrialConfigError
 from ..experiment import Folder, trial_error_file, trial_history_file
+from ..reporting import shown
 from .saved_state import keep_good_state
 
 
@@ -48,16 +49,16 @@ class FrontProgress(tune.Callback):
             return
         if result.get("resumed_from_step") is not None:
             self.print(f"[raysearch] trial {trial.trial_id} restarted: it continues from its step-{result['resumed_from_step']} checkpoint")
-        shown = ", ".join(f"{m} {result[m]:.4g}" for m in self.space.metrics if isinstance(result.get(m), (int, float)))
+        values = ", ".join(f"{m} {shown(m, result[m])}" for m in self.space.metrics if isinstance(result.get(m), (int, float)))
         running = sum(t.status == "RUNNING" for t in trials)
-        self.print(f"[raysearch] trial {trial.trial_id} step {result['step']} ({result.get('phase', '')}): {shown}; "
+        self.print(f"[raysearch] trial {trial.trial_id} step {result['step']} ({result.get('phase', '')}): {values}; "
                    f"{len(self.finished(trials))}/{self.total} done, {running} running")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = pd.DataFrame.from_dict(self.finished(trials, trial), orient="index", columns=self.space.metrics)
         front = pareto_front(done, list(zip(self.space.metrics, self.space.modes)))
-        shown = ", ".join("(" + ", ".join(f"{v:.4g}" for v in row) + ")" for row in front.itertuples(index=False))
-        self.print(f"[raysearch] {len(done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {shown}")
+        points = ", ".join("(" + ", ".join(shown(m, v) for m, v in zip(self.space.metrics, row)) + ")" for row in front.itertuples(index=False))
+        self.print(f"[raysearch] {len(done)}/{self.total} trials done; front ({', '.join(self.space.metrics)}): {points}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         if TrialConfigError.found_in(error_text(trial)):

@@ -4,6 +4,7 @@ import time
 import pandas as pd
 
 from ..experiment import model_in_experiment
+from ..reporting import shown
 
 COLUMNS = ("trial_id", "stage", "seed", "status", "step", "target_dev", "exact_sparsity", "remaining_params", "model")
 
@@ -32,10 +33,11 @@ def format_table(frame: pd.DataFrame) -> str:
         return "no trials yet"
     if "export_dir" in frame:  # the exported model of a finished trial, relative to the experiment
         frame = frame.assign(model=frame["export_dir"].map(lambda d: model_in_experiment(d) or "-"))
-    shown = frame[[c for c in COLUMNS if c in frame]].copy()
-    for column, fmt in (("target_dev", "{:.4f}"), ("exact_sparsity", "{:.3f}"), ("remaining_params", "{:,.0f}"), ("step", "{:.0f}")):
-        shown[column] = shown[column].map(lambda v, f=fmt: "-" if v is None or pd.isna(v) else f.format(v))
-    lines = [shown.to_string(index=False)]
+    table = frame[[c for c in COLUMNS if c in frame]].copy()
+    for column in ("target_dev", "exact_sparsity", "remaining_params", "step"):
+        if column in table:
+            table[column] = table[column].map(lambda v, c=column: shown(c, None if v is None or pd.isna(v) else v))
+    lines = [table.to_string(index=False)]
     if "error" in frame:
         lines += [f"trial {row.trial_id} failed: {row.error}" for row in frame.itertuples() if isinstance(row.error, str)]
     return "\n".join(lines)
