@@ -20,7 +20,7 @@ from .effects import MIN_TRIALS_FOR_CI, baseline_comparison, factor_effects, par
 from .frames import Experiment, history_frame, trial_frame
 from .pick import verdicts
 from .pareto import (DEFAULT_OBJECTIVES, HeldOutCheck, Objectives, attainment_front, best_per_sparsity_bin, check_objectives,
-                     default_reference, heldout_check, hypervolume, hypervolume_history, pareto_front, pareto_rank)
+                     default_reference, heldout_check, hypervolume, hypervolume_history, pareto_front, pareto_rank, trials_without)
 
 # columns every analysed frame has (NaN where a frame from elsewhere lacks them)
 CONFIG_COLUMNS = ("experiment", "trial_id", "trial_index", "preset", "coupling", "target_sparsity", "transfer_weight",
@@ -47,6 +47,7 @@ class Analysis:
     importances: pd.Series = None
     baselines: pd.DataFrame = None
     verdicts: list = None  # analysis.pick.Verdict per target-sparsity level: the pick and whether transfer helps
+    unscored: list = None  # finished trials with no number (NaN) for an objective: off every front
 
 
 def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objectives: Objectives = DEFAULT_OBJECTIVES,
@@ -76,6 +77,7 @@ def analyze(trials: pd.DataFrame, history: pd.DataFrame | None = None, objective
     result = Analysis(trials=all_trials, history=history if history is not None else pd.DataFrame(), objectives=objectives,
                       reference=reference, sets=sets, width=width)
     result.ranks = pareto_rank(trials, objectives)
+    result.unscored = trials_without(trials, objectives)
     result.front = pareto_front(trials, objectives)
     result.hypervolumes = {name: hypervolume(group, objectives, reference) for name, group in trials.groupby("experiment")}
     result.hypervolume_history = hypervolume_history(trials, objectives, reference)

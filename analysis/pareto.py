@@ -33,9 +33,26 @@ def check_objectives(frame: pd.DataFrame, objectives: Objectives):
             raise UserInputError(f"objective {column}", "no such column in the trial frame",
                                  f"choose from: {', '.join(c for c in frame.columns if not c.startswith('param/'))}")
         finished = frame["complete"].astype("boolean").fillna(False).any() if "complete" in frame else len(frame) > 0
-        if finished and pd.to_numeric(frame[column], errors="coerce").isna().all():  # before any trial finished: wait
-            raise UserInputError(f"objective {column}", "no trial reported it",
-                                 "choose a metric the trials report (latency_ms is measured when a space names it as an objective)")
+        values = pd.to_numeric(frame[column], errors="coerce")
+        text = frame[column][values.isna() & frame[column].notna()].astype(str)
+        text = text[text.str.lower() != "nan"]
+        if len(text):
+            raise UserInputError(f"objective {column}", f"is not numeric (trial values such as {text.iloc[0][:40]!r})",
+                                 "choose a numeric metric as an objective")
+        if finished and values.isna().all():  # before any trial finished: wait
+            raise UserInputError(f"objective {column}", "no finished trial reported a number for it (none, or NaN)",
+                                 "choose a metric the trials report (latency_ms is measured when a space names it as an objective); "
+                                 "a NaN comes from a trial that diverged: see its log")
+
+
+def trials_without(frame: pd.DataFrame, objectives: Objectives) -> list[str]:
+    """Finished trials with no number for an objective (NaN): left off every front, and named in the report."""
+    done = frame[frame["complete"].astype("boolean").fillna(False).astype(bool)] if "complete" in frame else frame
+    if done.empty:
+        return []
+    missing = done[[c for c, _ in objectives]].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
+    ids = done["trial_id"] if "trial_id" in done else pd.Series(done.index.astype(str), index=done.index)
+    return [str(t) for t in ids[missing]]
 
 
 def _points(frame: pd.DataFrame, objectives: Objectives) -> tuple[np.ndarray, np.ndarray]:

@@ -79,6 +79,9 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
         shown = [("exported model" if c == "export_dir" else c) for c in shown]
     out += ["## Pareto front (selected on dev)", "", f"![front]({plot_files['front']})", "",
             _table(front[shown], {"remaining_params": ",.0f"}), ""]
+    if result.unscored:
+        out += [f"Left off the front: {len(result.unscored)} finished trial(s) with no number (NaN) for an objective: "
+                f"{', '.join(result.unscored)} (see their logs).", ""]
 
     out += ["## Hypervolume", "", _table(pd.DataFrame({"experiment": list(result.hypervolumes), "hypervolume": list(result.hypervolumes.values())}), {"hypervolume": ".4f"}),
             "", f"![hypervolume history]({plot_files['hypervolume']})", "",

@@ -257,6 +257,10 @@ def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: lis
         if not isinstance(choices, list) or not choices:
             problems.append(f"{where}.choices: empty; list at least one value")
             return None
+        kinds = {"number" if isinstance(c, (int, float)) and not isinstance(c, bool) else type(c).__name__ for c in choices}
+        if len(kinds) > 1:  # every trial trains, then every analysis of the experiment fails on the mixed column
+            problems.append(f"{where}.choices: mixes {' and '.join(sorted(kinds))} values ({choices!r}); "
+                            "give them all one type (e.g. 0.7, not \"0.7\")")
         allowed = KNOWN_CHOICES.get(path)
         for c in choices if allowed else ():
             if c not in allowed:

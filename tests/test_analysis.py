@@ -321,7 +321,7 @@ def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tm
     (["ftp2://host/exp"], "Unrecognized filesystem type"),
     (["{exp}", "--bin-width", "0"], "--bin-width: must be in (0, 1], got 0.0"),
     (["{exp}", "--bin-width", "-0.1"], "--bin-width: must be in (0, 1]"),
-    (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no trial reported it"),
+    (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no finished trial reported a number for it"),
     (["{exp}", "--objective", "wall_clock:min"], "objective wall_clock: no such column"),
     (["{exp}", "--objective", "target_dev"], "--objective: 'target_dev' has no direction"),
 ])
@@ -492,3 +492,18 @@ def test_confounding_is_checked_on_the_trials_an_effect_is_computed_from(aliased
         assert effect_bars(effects)["confounded"].any()
     else:
         assert "confounded" not in masks.verdict
+
+
+def test_a_nan_or_text_objective_is_said_as_such(tmp_path):
+    from analysis.report import render_markdown
+
+    f = frame([(0.9, 500), (0.8, 300), (0.7, 200)], trial_id=["ok1", "ok2", "diverged"], complete=True)
+    f.loc[2, "target_dev"] = float("nan")
+    result = analyze(f, n_boot=50)
+    assert "diverged" not in set(result.front["trial_id"]) and result.unscored == ["diverged"]
+    assert "with no number (NaN) for an objective: diverged" in render_markdown(result, {"front": "f", "effects": "e", "hypervolume": "h"})
+    words = f.assign(target_dev=["high", "low", "mid"])
+    with pytest.raises(UserInputError, match="target_dev: is not numeric .*'high'"):
+        analyze(words, n_boot=50)
+    with pytest.raises(UserInputError, match="no finished trial reported a number for it"):
+        analyze(f.assign(target_dev=float("nan")), n_boot=50)

@@ -150,3 +150,10 @@ def test_a_stored_trial_config_loads_back_as_the_same_config(tmp_path, preset):
     stored = tmp_path / "trial.json"
     stored.write_text(json.dumps(config.to_dict()))
     assert load_config(stored) == config
+
+
+def test_categorical_choices_of_mixed_types_are_refused_when_the_space_loads():
+    space = {"description": "d", "base": {"model": {"tiny": {"architecture": "bert"}}, "target": {"source": "synthetic:target"}},
+             "parameters": {"pruning.target_sparsity": {"choices": [0.5, "0.7"]}}}
+    with pytest.raises(UserInputError, match=r"pruning.target_sparsity.choices: mixes number and str values"):
+        space_from_dict(space, name="mixed")
