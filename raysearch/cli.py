@@ -1,6 +1,7 @@
 """Command line: raysearch train | spaces | launch | resume | status | jobs | analyze | export."""
 import argparse
 import json
+import os
 import re
 import sys
 from importlib import metadata
@@ -25,6 +26,13 @@ def _check_experiment_name(name: str):
 def _check_output_dir(out: Path, resume: bool):
     """Where a run may write: a new or empty folder, or (with --resume) a run with a checkpoint. A folder of a
     run that stopped before its first checkpoint may be started afresh; a folder of the user's own, never."""
+    if out.is_symlink() and not out.exists():
+        raise UserInputError("--output-dir", f"{out} is a symlink that leads nowhere (or to itself)", "give a real folder")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() if existing != out else False):
+        raise UserInputError("--output-dir", f"{existing} is a file, so {out} cannot be made", "give a folder")
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError("--output-dir", f"{existing} cannot be written by this user", "give a folder you can write to")
     if out.exists() and not out.is_dir():
         raise UserInputError("--output-dir", f"{out} is a file", "give a folder (new, empty, or a run's)")
     if resume:

@@ -256,6 +256,11 @@ class TrainConfig:
             _check_non_negative(getattr(self, name), name)
         if self.target_train_size is not None:
             _check(self.target_train_size >= 1, "target_train_size", "must be >= 1", "give a positive size or omit it")
+        if self.eval_max_examples is not None:
+            _check(self.eval_max_examples >= 1, "eval_max_examples", f"must be >= 1, got {self.eval_max_examples}",
+                   "give a positive count, or omit it (null) to evaluate on every example")
+        _check(self.lr_warmup_steps <= self.max_steps, "lr_warmup_steps", f"{self.lr_warmup_steps} is beyond max_steps={self.max_steps}",
+               f"give at most {self.max_steps} (the learning rate would never finish warming up)")
         self.checkpoint_every = self.checkpoint_every or self.eval_every
         _check_choice(self.device, ("auto", "cpu", "cuda"), "device")
         _check_choice(self.precision, ("fp32", "bf16"), "precision")
@@ -337,8 +342,14 @@ def _allows_none(annotation) -> bool:
     return isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
 
 
+SHOWN_CHARS = 60  # a message quotes at most this much of a value (YAML aliases can expand one to megabytes)
+
+
 def _shown(value) -> str:
-    return f"{value!r}" if isinstance(value, (str, int, float, bool)) else f"a {type(value).__name__}"
+    if not isinstance(value, (str, int, float, bool)):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def _typed(value, spec, where: str):
@@ -355,7 +366,8 @@ def _typed(value, spec, where: str):
         try:
             return float(value)
         except ValueError:
-            raise UserInputError(where, f"{value!r} is not a number", f"write e.g. {where.rsplit('.', 1)[-1]}: 0.001") from None
+            example = spec.default if isinstance(spec.default, float) else 0.5  # an example of this field's own scale
+            raise UserInputError(where, f"{_shown(value)} is not a number", f"write e.g. {where.rsplit('.', 1)[-1]}: {example:g}") from None
     if not _TYPE_CHECKS.get(base, lambda v: True)(value):
         word, example = _TYPE_WORDS.get(base, ("another type", "..."))
         if base is list and isinstance(value, str):

@@ -49,6 +49,9 @@ def _read_local(path: Path, task: TaskConfig, where: str) -> tuple[dict, dict]:
     import datasets
 
     files = _local_files(path) if path.is_dir() else {"train": path}
+    odd = next((f for f in files.values() if not f.is_file()), None)
+    if odd is not None:  # a FIFO or a device would block the reader forever
+        raise UserInputError(f"{where}.source", f"{odd} is not a regular file", "point to a data file or a folder of data files")
     if not files:
         raise UserInputError(f"{where}.source", f"no data files in {path}", f"add train/dev files with one of {', '.join(_EXTENSIONS)}")
     if task.kind == "classification" and any(f.suffix == ".txt" for f in files.values()):
@@ -202,6 +205,7 @@ def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:
                                  "fix the labels or set num_labels")
     if num_labels < 2:
         raise UserInputError(f"{where}.label_column", "the training split has a single class", "use a task with at least two classes")
+    warn_if_too_many_classes(splits["train"]["labels"], num_labels, where)
     seen = set(splits["train"]["labels"])
     for role, split in splits.items():
         unseen = sorted(set(split["labels"]) - seen)
@@ -209,6 +213,22 @@ def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:
             raise UserInputError(f"{where}.label_column", f"label {unseen[0]} of the {role} split never occurs in the training split",
                                  "fix the labels (or the split files), so that every class has training examples")
     return num_labels
+
+
+def warn_if_too_many_classes(labels: list[int], num_labels: int, where: str) -> str | None:
+    """A label column that looks like an id (classes with one example, or more classes than half the examples) trains,
+    but is most likely the wrong column: say so on stderr."""
+    import sys
+    from collections import Counter
+
+    counts = Counter(labels)
+    rare = sum(1 for c in counts.values() if c < 2)
+    if not rare and num_labels <= len(labels) / 2:
+        return None
+    line = (f"raysearch: warning: {where}.label_column: {num_labels} classes for {len(labels)} training examples, "
+            f"{rare} of them with fewer than 2 examples; is it an id column? (set label_column to the labels)")
+    print(line, file=sys.stderr)
+    return line
 
 
 def subsample(split: dict, size: int | None, seed: int) -> dict:

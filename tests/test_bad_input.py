@@ -394,3 +394,48 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_the_install(tmp_path
     _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--callback", tracker],
            "--callback", f"{tracker} is not installed", f"pip install 'raysearch[{tracker}]'")
     assert not (tmp_path / "exp").exists()
+
+
+def _symlink_loop(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    return ["--output-dir", str(loop)]
+
+
+def _fifo_data(tmp_path):
+    import os
+
+    folder = tmp_path / "fifo_task"
+    folder.mkdir()
+    os.mkfifo(folder / "train.tsv")
+    return ["--set", f"target.source={folder / 'train.tsv'}"]
+
+
+def _huge_value(tmp_path):
+    return ["--set", f"learning_rate={'x' * 5000}"]  # as YAML aliases can expand a short file's value to megabytes
+
+
+@pytest.mark.parametrize("make_args, fragments", [
+    (_symlink_loop, ("--output-dir", "symlink that leads nowhere")),
+    (lambda tmp_path: ["--set", "eval_max_examples=0"], ("eval_max_examples", "must be >= 1", "omit it")),
+    (_fifo_data, ("target.source", "is not a regular file")),
+    (lambda tmp_path: ["--set", "lr_warmup_steps=50"], ("lr_warmup_steps", "beyond max_steps=4", "at most 4")),
+    (lambda tmp_path: ["--set", "pruning.target_sparsity=60%"], ("pruning.target_sparsity", "'60%' is not a number", "target_sparsity: 0.6")),
+    (_huge_value, ("learning_rate", "(5,002 characters)")),
+], ids=["output-dir-symlink-loop", "eval-max-examples-0", "fifo-data-file", "lr-warmup-beyond-max-steps", "percent-sparsity", "huge-value"])
+def test_the_last_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys, pair_task, make_args, fragments):
+    config = _write_config(tmp_path, pair_task)
+    out = tmp_path / "out"
+    args = make_args(tmp_path)
+    argv = ["train", str(config), *(args if "--output-dir" in args else ["--output-dir", str(out), *args])]
+    err = _fails(capsys, argv, *fragments)
+    assert len(err) < 400 and not out.exists()
+
+
+def test_a_label_column_that_looks_like_an_id_is_warned_about(tmp_path, capsys):
+    from raysearch.data import warn_if_too_many_classes
+
+    assert warn_if_too_many_classes([0, 1] * 50, 2, "target") is None
+    line = warn_if_too_many_classes(list(range(100)), 100, "target")
+    assert "target.label_column: 100 classes for 100 training examples, 100 of them with fewer than 2" in line
+    assert line in capsys.readouterr().err
