@@ -114,7 +114,7 @@ def space_objectives(paths) -> Objectives:
     """The objectives the experiments were searched with (they must agree)."""
     found = {tuple((o["metric"], o["mode"]) for o in Experiment(str(p)).space.objectives) for p in paths}
     if len(found) > 1:
-        raise UserInputError("experiments", f"were searched with different objectives ({sorted(found)})", "analyse them separately or pass objectives=")
+        raise UserInputError("experiments", f"were searched with different objectives ({sorted(found)})", "analyse them separately, or name the objectives with --objective (analyze(..., objectives=...) in Python)")
     return list(found.pop())
 
 

@@ -426,12 +426,12 @@ def set_dotted(data: dict, assignment: str) -> dict:
     try:
         value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError as e:
-        raise UserInputError(f"--set {key}", f"value {raw!r} is not valid YAML ({_yaml_problem(e)})",
+        raise UserInputError(f"--set {key}", f"value {raw!r} is not valid YAML ({yaml_problem(e)})",
                              "quote the value or close its brackets, e.g. --set transfer.groups=[ffn,attention]") from None
     return set_value(data, key.strip(), value, where=f"--set {key}")
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def yaml_problem(e: yaml.YAMLError) -> str:
     """What is wrong and where (line and column), in one line."""
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -468,7 +468,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     except UnicodeDecodeError as e:
         raise UserInputError(str(path), f"is not UTF-8 text (byte {e.start})", "save the file as UTF-8") from None
     except yaml.YAMLError as e:
-        raise UserInputError(str(path), f"is not valid YAML ({_yaml_problem(e)})", "fix the YAML syntax there") from None
+        raise UserInputError(str(path), f"is not valid YAML ({yaml_problem(e)})", "fix the YAML syntax there") from None
     data = data if data is not None else {}
     _resolve_beside(data, path.parent)
     return config_from_dict(data, overrides)

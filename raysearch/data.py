@@ -205,13 +205,13 @@ def _check_labels(task: TaskConfig, splits: dict, where: str) -> int:
                                  "fix the labels or set num_labels")
     if num_labels < 2:
         raise UserInputError(f"{where}.label_column", "the training split has a single class", "use a task with at least two classes")
-    warn_if_too_many_classes(splits["train"]["labels"], num_labels, where)
     seen = set(splits["train"]["labels"])
     for role, split in splits.items():
         unseen = sorted(set(split["labels"]) - seen)
         if unseen:
             raise UserInputError(f"{where}.label_column", f"label {unseen[0]} of the {role} split never occurs in the training split",
                                  "fix the labels (or the split files), so that every class has training examples")
+    warn_if_too_many_classes(splits["train"]["labels"], num_labels, where)
     return num_labels
 
 

@@ -110,8 +110,10 @@ def _recreate(experiment: str, trial_id: str, target: Path):
     checkpoints = sorted(train_runs.glob("checkpoint_*")) if "://" not in str(train_runs) else []
     directory, state = newest_intact_checkpoint(checkpoints)
     if state is None:
+        stored = Folder(experiment).exists(trial_config_file(trial_id))
         raise UserInputError(trial_id, "has no exported model and no checkpoint to export from",
-                             "re-run it with `raysearch train EXPERIMENT/trial_configs/ID.json`")
+                             f"re-run it with `raysearch train {experiment}/{trial_config_file(trial_id)}`" if stored
+                             else "choose a trial that finished with an exported model")
     config = config_from_dict(json.loads(Folder(experiment).read_text(trial_config_file(trial_id))))
     trainer = JointTrainer(config)
     trainer.load_state_dict(state, source=str(directory))

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from raysearch.config import COUPLING_MODES, GROUPS, PRESETS, config_from_dict, field_path_problem, set_dotted, set_value
+from raysearch.config import COUPLING_MODES, GROUPS, PRESETS, config_from_dict, field_path_problem, set_dotted, set_value, yaml_problem
 from raysearch.errors import UserInputError
 
 SPACES_DIR = Path(__file__).resolve().parent
@@ -155,6 +155,13 @@ class SearchSpace:
         base = copy.deepcopy(self.base)
         for assignment in overrides:
             set_dotted(base, assignment)
+        keys = [a.split("=", 1)[0].strip() for a in overrides]
+        try:
+            config_from_dict(base)
+        except UserInputError as e:  # a value given with --set is the user's line to fix, not the space file
+            key = next((k for k in keys if e.where == k or e.where.startswith(k + ".")), None)
+            if key is not None:
+                raise UserInputError(f"--set {key}", e.problem, e.fix) from None
         for section in (base.get("target"), (base.get("transfer") or {}).get("task")):
             if isinstance(section, dict) and section.get("source") and Path(section["source"]).expanduser().exists():
                 section["source"] = str(Path(section["source"]).expanduser().resolve())
@@ -389,7 +396,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise UserInputError(str(path), f"is not valid YAML ({str(e).splitlines()[0]})", "fix the YAML syntax") from None
+        raise UserInputError(str(path), f"is not valid YAML ({yaml_problem(e)})", "fix the YAML syntax there") from None
     return space_from_dict(data, name=path.stem, source=str(path.resolve()))
 
 

@@ -351,7 +351,7 @@ def test_resuming_a_search_whose_storage_had_a_password_asks_for_it(tmp_path, ca
     (["--gpus-per-worker", "-0.5"], ["--gpus-per-worker"]),
     (["--repeats", "0"], ["--repeats", ">= 1"]),
     (["--confirm-seeds", "-1"], ["--confirm-seeds", ">= 0"]),
-    (["--set", "max_steps=-1"], ["demo.yaml", "base.max_steps", "must be >= 1"]),  # the base after --set, before Ray
+    (["--set", "max_steps=-1"], ["--set max_steps", "must be >= 1"]),  # the base after --set, before Ray: the --set is named
 ])
 def test_search_options_and_the_base_are_checked_before_ray_starts_naming_the_option(tmp_path, capsys, argv, fragments):
     import sys
@@ -439,3 +439,12 @@ def test_a_label_column_that_looks_like_an_id_is_warned_about(tmp_path, capsys):
     line = warn_if_too_many_classes(list(range(100)), 100, "target")
     assert "target.label_column: 100 classes for 100 training examples, 100 of them with fewer than 2" in line
     assert line in capsys.readouterr().err
+
+
+def test_a_bad_set_value_on_a_launch_names_the_set_not_the_space_and_a_space_yaml_error_has_its_line(tmp_path, capsys):
+    _fails(capsys, ["launch", "demo", "--storage-path", str(tmp_path / "exp"), "--set", "pruning.target_sparsity=1.5"],
+           "--set pruning.target_sparsity", "[0, 1)")
+    space = tmp_path / "space.yaml"
+    space.write_text("description: d\nparameters:\n  pruning.target_sparsity: {choices: [0.5\n")
+    _fails(capsys, ["launch", str(space), "--storage-path", str(tmp_path / "exp")], "space.yaml", "line", "column")
+    assert not (tmp_path / "exp").exists()
