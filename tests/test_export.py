@@ -35,17 +35,24 @@ def _gates_for(shape, sparsity: float, remove_block: bool, seed: int = 0) -> Gat
     return gates
 
 
-@pytest.mark.parametrize("sparsity,remove_block", [(0.0, False), (0.3, False), (0.6, True), (0.9, True)])
-def test_exported_equals_masked(tiny_backbone, tokenizer, tmp_path, sparsity, remove_block):
+def _masked_and_exported(backbone, tokenizer, sparsity: float, remove_block: bool):
+    """(shape, gates, the masked model's logits on TEXTS, the exported model, its structure, the batch)."""
     torch.manual_seed(0)
-    shape = EncoderShape.from_hf_config(tiny_backbone.config)
+    shape = EncoderShape.from_hf_config(backbone.config)
     gates = _gates_for(shape, sparsity, remove_block)
-    branch = Branch(GatedEncoder(tiny_backbone, gates), ClassificationHead(shape.hidden_size, 3), "classification").eval()
+    branch = Branch(GatedEncoder(backbone, gates), ClassificationHead(shape.hidden_size, 3), "classification").eval()
     batch = _batch(tokenizer)
     z = gates.deterministic()
     with torch.no_grad():
         masked = branch(batch, z)
         exported, structure = export_classifier(branch, z)
+    return shape, z, masked, exported, structure, batch
+
+
+@pytest.mark.parametrize("sparsity,remove_block", [(0.0, False), (0.3, False), (0.6, True), (0.9, True)])
+def test_exported_equals_masked(tiny_backbone, tokenizer, tmp_path, sparsity, remove_block):
+    shape, z, masked, exported, structure, batch = _masked_and_exported(tiny_backbone, tokenizer, sparsity, remove_block)
+    with torch.no_grad():
         pruned = exported(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert torch.allclose(masked, pruned, atol=1e-4), (masked - pruned).abs().max()
     if remove_block:
@@ -135,14 +142,7 @@ def test_an_exported_folder_loads_with_only_torch_and_transformers(tokenizer, tm
 
     torch.manual_seed(0)
     backbone = load_backbone(ModelConfig(**tiny_model_config(architecture)), tokenizer).eval()
-    shape = EncoderShape.from_hf_config(backbone.config)
-    gates = _gates_for(shape, 0.6, True)
-    branch = Branch(GatedEncoder(backbone, gates), ClassificationHead(shape.hidden_size, 3), "classification").eval()
-    batch = _batch(tokenizer)
-    z = gates.deterministic()
-    with torch.no_grad():
-        masked = branch(batch, z)
-        exported, structure = export_classifier(branch, z)
+    shape, _, masked, exported, structure, _ = _masked_and_exported(backbone, tokenizer, 0.6, True)
     assert len(structure["hidden"]) < shape.hidden_size and structure["layers"][1]["intermediate"] == []
     save_exported(exported, structure, tmp_path / "model", tokenizer)
     site_packages = str(Path(torch.__file__).parents[1])
