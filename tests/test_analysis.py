@@ -324,6 +324,7 @@ def test_status_says_when_a_search_showing_running_trials_last_wrote_anything(tm
     (["{exp}", "--objective", "latency_ms:min"], "objective latency_ms: no finished trial reported a number for it"),
     (["{exp}", "--objective", "wall_clock:min"], "objective wall_clock: no such column"),
     (["{exp}", "--objective", "target_dev"], "--objective: 'target_dev' has no direction"),
+    (["{exp}", "{latency}"], "name the objectives with --objective"),
 ])
 def test_bad_analyze_input_is_one_line(tmp_path, capsys, args, message):
     _write_experiment(tmp_path / "exp", [("aaaa0001", {"transfer.coupling": "none", "pruning.target_sparsity": 0.5},
@@ -331,8 +332,12 @@ def test_bad_analyze_input_is_one_line(tmp_path, capsys, args, message):
     (tmp_path / "plain").mkdir()
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "raysearch_experiment.json").write_text('{"name": "cut sho')
-    args = [a.format(missing=tmp_path / "missing", plain=tmp_path / "plain", exp=tmp_path / "exp", damaged=tmp_path / "damaged")
-            for a in args]
+    _write_experiment(tmp_path / "latency", [("aaaa0003", {}, [_result(300, 0.7, 400)], "TERMINATED")])
+    meta = json.loads((tmp_path / "latency" / "raysearch_experiment.json").read_text())
+    meta["space"]["objectives"] = [{"metric": "target_dev", "mode": "max"}, {"metric": "latency_ms", "mode": "min"}]
+    (tmp_path / "latency" / "raysearch_experiment.json").write_text(json.dumps(meta))
+    args = [a.format(missing=tmp_path / "missing", plain=tmp_path / "plain", exp=tmp_path / "exp", damaged=tmp_path / "damaged",
+                     latency=tmp_path / "latency") for a in args]
     assert main(["analyze", *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
