@@ -22,6 +22,7 @@ from . import remote_code
 from .pruning.gates import consistent_structure
 from .pruning.surgery import count_prunable_params, fold_gates, kept_units, plain_copy
 from .remote_code.pruned_structure import ClassificationHead, apply_structure, slice_linear
+from .stock_export import from_stock, stock_class, stock_config, to_stock
 
 WEIGHTS_FILE = "model.safetensors"
 REMOTE_CODE_FILES = ("configuration_raysearch_pruned.py", "modeling_raysearch_pruned.py", "pruned_structure.py")
@@ -63,12 +64,19 @@ def save_exported(model: PrunedClassifier, kept: dict, out_dir: str | Path, toke
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, out / WEIGHTS_FILE, metadata={"format": "pt"})
     backbone_config = model.backbone.config
-    hf_config(model, kept).save_pretrained(out)  # config.json: what transformers' Auto classes read
-    for name in REMOTE_CODE_FILES:  # the code config.json's auto_map names, for a machine without raysearch
-        shutil.copyfile(Path(remote_code.__file__).parent / name, out / name)
+    stock = stock_class(backbone_config.model_type, kept, model.head.pooling, backbone_config.hidden_size,
+                        backbone_config.num_attention_heads)
+    if stock:  # a stock class describes it: no remote code at all
+        save_file(to_stock(state, backbone_config.model_type), out / WEIGHTS_FILE, metadata={"format": "pt"})
+        stock_config(backbone_config, kept, model.head.out.out_features, stock).save_pretrained(out)
+    else:
+        save_file(state, out / WEIGHTS_FILE, metadata={"format": "pt"})
+        hf_config(model, kept).save_pretrained(out)  # config.json: what transformers' Auto classes read
+        for name in REMOTE_CODE_FILES:  # the code config.json's auto_map names, for a machine without raysearch
+            shutil.copyfile(Path(remote_code.__file__).parent / name, out / name)
     meta = {
+        "stock_class": stock,
         "format": FORMAT,
         "model_type": backbone_config.model_type,
         "hf_config": backbone_config.to_dict(),
@@ -109,7 +117,8 @@ def load_exported(path: str | Path) -> PrunedClassifier:
     apply_structure(backbone, kept, head_dim)
     head.dense = slice_linear(head.dense, cols=torch.tensor(kept["hidden"], dtype=torch.long))
     model = PrunedClassifier(backbone, head)
-    model.load_state_dict(load_file(path / WEIGHTS_FILE), strict=True)
+    weights = load_file(path / WEIGHTS_FILE)
+    model.load_state_dict(from_stock(weights, config.model_type) if meta.get("stock_class") else weights, strict=True)
     return model.eval()
 
 

@@ -345,7 +345,8 @@ def export_target(trainer: JointTrainer, out_dir: Path) -> dict:
             total += len(logits)
     agreement = agree / total
     return {"export_dir": str(out_dir), "export_parameters": meta["parameters"], "export_prunable_parameters": meta["prunable_parameters"],
-            "export_size_bytes": meta["size_on_disk_bytes"], "export_dev_agreement": agreement, "export_max_logit_diff": max_diff}
+            "export_size_bytes": meta["size_on_disk_bytes"], "export_dev_agreement": agreement, "export_max_logit_diff": max_diff,
+            "export_stock_class": meta["stock_class"]}
 
 
 def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None = None, export_dir: str | Path | None = None,

@@ -20,6 +20,7 @@ def card_facts(config, final: dict) -> dict:
         "transfer": how, "target_sparsity": config.pruning.target_sparsity, "exact_sparsity": final.get("exact_sparsity"),
         "parameters": final.get("export_parameters"), "encoder_prunable_parameters": final.get("export_prunable_parameters"),
         "target_dev": final.get("target_dev"), "target_test": final.get("target_test"), "metric": config.target.metric,
+        "stock_class": final.get("export_stock_class"),
     }
 
 
@@ -35,13 +36,18 @@ def _number(value, fmt: str) -> str:
 
 
 def card_text(facts: dict, latency: dict | None = None) -> str:
+    stock = facts.get("stock_class")
     lines = ["---", "library_name: transformers", "pipeline_tag: text-classification", "---", "",
              f"# A pruned {facts['base_model']}", "",
-             "Structurally pruned with raysearch (task-aware pruning with transfer). The folder carries the code that builds "
-             "the pruned architecture (`modeling_raysearch_pruned.py`, named by `auto_map` in `config.json`), so it loads "
-             "with only `torch` and `transformers` installed, with `trust_remote_code=True`.", "",
+             "Structurally pruned with raysearch (task-aware pruning with transfer). " + (
+                 f"Its structure is one the stock `{stock}` describes (the same FFN width in every layer, no head or hidden "
+                 "dimension pruned), so it loads with only `torch` and `transformers`, with no remote code." if stock else
+                 "The folder carries the code that builds the pruned architecture (`modeling_raysearch_pruned.py`, named by "
+                 "`auto_map` in `config.json`), so it loads with only `torch` and `transformers` installed, with "
+                 "`trust_remote_code=True`."), "",
              "| | |", "| --- | --- |",
              f"| pruned from | {facts['base_model']} |",
+             f"| loads as | {stock or 'raysearch-pruned (its code in this folder)'} |",
              f"| target task | {facts['target_task']} |",
              f"| transfer | {facts['transfer']}" + (f" from {facts['transfer_task']}" if facts.get("transfer_task") else "") + " |",
              f"| sparsity (encoder's prunable weights) | {_number(facts.get('exact_sparsity'), '.3f')} (target {_number(facts.get('target_sparsity'), 'g')}) |",
@@ -54,13 +60,15 @@ def card_text(facts: dict, latency: dict | None = None) -> str:
                      f"{latency['passes']} passes) |")
     else:
         lines.append("| CPU latency | not measured at training time: `raysearch export` measures it |")
+    remote = "" if stock else ", trust_remote_code=True"
     lines += ["", "## Load it", "", "```python",
               "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
               "", 'path = "PATH/TO/THIS/FOLDER"',
-              "model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)",
-              "tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)",
-              'classify = pipeline("text-classification", model=path, trust_remote_code=True)', "```", "",
-              "With raysearch installed, `import raysearch.hf` first and `trust_remote_code` is not needed.", ""]
+              f"model = AutoModelForSequenceClassification.from_pretrained(path{remote})",
+              f"tokenizer = AutoTokenizer.from_pretrained(path{remote})",
+              f'classify = pipeline("text-classification", model=path{remote})', "```", ""]
+    if not stock:
+        lines += ["With raysearch installed, `import raysearch.hf` first and `trust_remote_code` is not needed.", ""]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ LAYERS = {
                "raysearch.metrics", "raysearch.reporting", "raysearch.redact", "raysearch.run_folder", "raysearch.model_card"),
     "model parts": ("raysearch.heads", "raysearch.optim", "raysearch.pruning", "raysearch.remote_code"),
     "loading": ("raysearch.models", "raysearch.data", "raysearch.synthetic"),
-    "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported", "raysearch.hf"),
+    "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported", "raysearch.hf", "raysearch.stock_export"),
     "loop": ("raysearch.loop",),
     "search spaces": ("search_spaces",),
     "analysis": ("analysis",),

@@ -114,22 +114,45 @@ except ImportError:
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-path, texts = sys.argv[1], json.loads(sys.argv[2])
-config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-batch = AutoTokenizer.from_pretrained(path, trust_remote_code=True)(*texts, padding=True, return_tensors="pt")
-with torch.no_grad():
-    logits = model(**batch).logits
-labels = [r["label"] for r in pipeline("text-classification", model=path, trust_remote_code=True)(
-    [{"text": a, "text_pair": b} for a, b in zip(*texts)])]
-print(json.dumps({"model_type": config.model_type, "logits": logits.tolist(), "labels": labels}))
+texts, out = json.loads(sys.argv[1]), {}
+for path, remote in json.loads(sys.argv[2]):  # remote: whether trust_remote_code is given
+    config = AutoConfig.from_pretrained(path, trust_remote_code=remote)
+    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=remote).eval()
+    batch = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)(*texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    labels = [r["label"] for r in pipeline("text-classification", model=path, trust_remote_code=remote)(
+        [{"text": a, "text_pair": b} for a, b in zip(*texts)])]
+    out[path] = {"model_type": config.model_type, "class": type(model).__name__, "logits": logits.tolist(), "labels": labels}
+print(json.dumps(out))
 """
+
+
+def _stock_expressible(backbone, tokenizer):
+    """Masked logits and the export of a structure a stock class describes: CLS pooling, every head and hidden
+    dimension kept, the same number of FFN units in every layer."""
+    shape = EncoderShape.from_hf_config(backbone.config)
+    gates = GateSet(shape)
+    with torch.no_grad():
+        for kind, p in gates.log_alpha.items():
+            p.fill_(10.0)
+        scores = torch.randn(gates.log_alpha["intermediate"].shape, generator=torch.Generator().manual_seed(1))
+        keep = scores.argsort(dim=-1, descending=True)[:, : shape.ffn_units // 2]
+        gates.log_alpha["intermediate"].fill_(-10.0).scatter_(1, keep, 10.0)
+    branch = Branch(GatedEncoder(backbone, gates), ClassificationHead(shape.hidden_size, 3, pooling="cls"), "classification").eval()
+    z = gates.deterministic()
+    with torch.no_grad():
+        masked = branch(_batch(tokenizer), z)
+        exported, structure = export_classifier(branch, z)
+    return masked, exported, structure
 
 
 @pytest.mark.parametrize("architecture", ["bert", "roberta"])
 def test_an_exported_folder_loads_with_only_torch_and_transformers(tokenizer, tmp_path, architecture):
-    """Heads, FFN units, whole blocks and hidden dimensions pruned; loaded by the Auto classes and `pipeline` in a
+    """Heads, FFN units, whole blocks and hidden dimensions pruned: loaded by the Auto classes and `pipeline` with the
+    folder's own code; and a structure a stock class describes: loaded as that class with no remote code. Both in a
     process that cannot import raysearch (no site hooks: the editable install's finder is not there)."""
+    import copy
     import json
     import subprocess
     import sys
@@ -142,16 +165,27 @@ def test_an_exported_folder_loads_with_only_torch_and_transformers(tokenizer, tm
 
     torch.manual_seed(0)
     backbone = load_backbone(ModelConfig(**tiny_model_config(architecture)), tokenizer).eval()
+    stock_masked, stock, stock_structure = _stock_expressible(copy.deepcopy(backbone), tokenizer)
     shape, _, masked, exported, structure, _ = _masked_and_exported(backbone, tokenizer, 0.6, True)
     assert len(structure["hidden"]) < shape.hidden_size and structure["layers"][1]["intermediate"] == []
-    save_exported(exported, structure, tmp_path / "model", tokenizer)
+    pruned_dir, stock_dir = tmp_path / "model", tmp_path / "stock"
+    assert save_exported(exported, structure, pruned_dir, tokenizer)["stock_class"] is None
+    assert save_exported(stock, stock_structure, stock_dir, tokenizer)["stock_class"] == f"{'Bert' if architecture == 'bert' else 'Roberta'}ForSequenceClassification"
+    assert not list(stock_dir.glob("*.py"))
+    with torch.no_grad():  # raysearch's own loader maps the stock weight names back
+        again = load_exported(stock_dir)(*(_batch(tokenizer)[k] for k in ("input_ids", "attention_mask", "token_type_ids")))
+    assert torch.allclose(again, stock_masked, atol=1e-5)
     site_packages = str(Path(torch.__file__).parents[1])
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": site_packages, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-S", "-c", LOAD_WITHOUT_RAYSEARCH, str(tmp_path / "model"), json.dumps(TEXTS)],
+    folders = [[str(pruned_dir), True], [str(stock_dir), False]]
+    done = subprocess.run([sys.executable, "-S", "-c", LOAD_WITHOUT_RAYSEARCH, json.dumps(TEXTS), json.dumps(folders)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.splitlines()[-1])
-    logits = torch.tensor(loaded["logits"])
-    assert loaded["model_type"] == "raysearch-pruned"
-    assert torch.allclose(logits, masked, atol=1e-5), (logits - masked).abs().max()
-    assert loaded["labels"] == [str(i) for i in masked.argmax(-1).tolist()]
+    for path, reference, model_type in ((pruned_dir, masked, "raysearch-pruned"), (stock_dir, stock_masked, architecture)):
+        found = loaded[str(path)]
+        logits = torch.tensor(found["logits"])
+        assert found["model_type"] == model_type
+        assert torch.allclose(logits, reference, atol=1e-5), (logits - reference).abs().max()
+        assert found["labels"] == [str(i) for i in reference.argmax(-1).tolist()]
+    assert loaded[str(stock_dir)]["class"] == f"{'Bert' if architecture == 'bert' else 'Roberta'}ForSequenceClassification"
