@@ -93,8 +93,11 @@ def cmd_train(args) -> int:
     created = not out.exists()
     if resume_from is None:
         _start_afresh(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_MARKER).write_text(json.dumps({"started": True}))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / RUN_MARKER).write_text(json.dumps({"started": True}))
+        except OSError as e:  # a folder this user may not write (root passes os.access, not every file system)
+            raise UserInputError("--output-dir", f"cannot write {out} ({e.strerror})", "give a folder you can write to") from None
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     else:
         _record_changes(out, resume_state, config)  # refuses a change of the model's shape

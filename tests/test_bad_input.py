@@ -417,12 +417,13 @@ def _huge_value(tmp_path):
 
 @pytest.mark.parametrize("make_args, fragments", [
     (_symlink_loop, ("--output-dir", "symlink that leads nowhere")),
+    (lambda tmp_path: ["--output-dir", "/sys/raysearch_out"], ("--output-dir", "/sys", "give a folder you can write to")),
     (lambda tmp_path: ["--set", "eval_max_examples=0"], ("eval_max_examples", "must be >= 1", "omit it")),
     (_fifo_data, ("target.source", "is not a regular file")),
     (lambda tmp_path: ["--set", "lr_warmup_steps=50"], ("lr_warmup_steps", "beyond max_steps=4", "at most 4")),
     (lambda tmp_path: ["--set", "pruning.target_sparsity=60%"], ("pruning.target_sparsity", "'60%' is not a number", "target_sparsity: 0.6")),
     (_huge_value, ("learning_rate", "(5,002 characters)")),
-], ids=["output-dir-symlink-loop", "eval-max-examples-0", "fifo-data-file", "lr-warmup-beyond-max-steps", "percent-sparsity", "huge-value"])
+], ids=["output-dir-symlink-loop", "output-dir-unwritable", "eval-max-examples-0", "fifo-data-file", "lr-warmup-beyond-max-steps", "percent-sparsity", "huge-value"])
 def test_the_last_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys, pair_task, make_args, fragments):
     config = _write_config(tmp_path, pair_task)
     out = tmp_path / "out"
