@@ -263,8 +263,20 @@ def write_compact(out: Path, experiment: str, trials, history, configs: dict, mi
     (out / "configs.jsonl").write_text("".join(json.dumps({"trial_id": t, "config": c}) + "\n" for t, c in configs.items()))
     info = out / "experiment.json"
     previous = json.loads(info.read_text()) if info.exists() else {}
-    sittings = previous.get("sittings", []) + [{"command": command, "minutes": round(minutes, 1), "finished": time.strftime("%Y-%m-%d %H:%M")}]
+    sittings = previous.get("sittings", []) + [{"command": command, "minutes": round(minutes, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                                                "commit": code_commit()}]
     info.write_text(json.dumps({"experiment": experiment, "sittings": sittings}, indent=2))
+
+
+def code_commit() -> str | None:
+    """The commit of the code that ran (a study runs from a worktree pinned to one), with "+changes" if it was edited."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    return (commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")) if commit else None
 
 
 def parse_only(items: list[str]) -> list[tuple[str, float | None, str]]:
