@@ -17,10 +17,10 @@ import yaml
 from .errors import UserInputError
 
 # The vocabulary of a config, owned here so that the config layer (and the search spaces and the analysis
-# built on it) needs no torch. Structure kinds (docs/METHOD.md, "Masks"): whole attention block per layer,
+# built on it) needs no torch. Structure kinds (docs/METHOD.md, "Backbone and gates"): whole attention block per layer,
 # attention heads, whole FFN block per layer, FFN units, hidden dimensions shared by all layers.
 GATE_KINDS = ("mha", "head", "ffn", "intermediate", "hidden")
-# Parameter groups that a transfer branch may share with the target branch (docs/METHOD.md, "Groups").
+# Parameter groups that a transfer branch may share with the target branch (docs/METHOD.md, "Two branches and the parameter groups").
 GROUPS = ("embeddings", "attention", "ffn", "layernorm", "masks")
 COUPLING_MODES = ("tied", "soft", "none")
 TASK_KINDS = ("classification", "mlm")

@@ -5,7 +5,7 @@ linearly to 0 at the phase's end P. Fine-tuning phase (P .. max_steps-1, structu
 again to `finetune_learning_rate` (default: the peak rate) over a tenth of the phase, then decay to 0
 at max_steps. Without its own schedule the fine-tuning phase would run on the tail of one decay over
 max_steps, at most finetune_steps / max_steps of the peak rate; the `sequential` baseline, whose
-target head first learns in that phase, stayed at chance (docs/METHOD.md, "Fine-tuning phase").
+target head first learns in that phase, stayed at chance (docs/METHOD.md, "Schedules and the fine-tuning phase").
 
 Each phase is transformers' linear schedule with warm-up (`get_linear_schedule_with_warmup`) except that
 its warm-up starts at step 1 of `warmup`, not 0: transformers gives a phase's first step a rate of 0, one

@@ -104,3 +104,15 @@ def test_config_spaces_analysis_status_and_analyze_start_without_torch_or_ray(co
     check = f"{code}\nimport sys\nprint(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_every_method_heading_the_code_cites_exists():
+    import re
+
+    headings = [line[3:] for line in (ROOT / "docs" / "METHOD.md").read_text().splitlines() if line.startswith("## ")]
+    cite = re.compile(r'METHOD\.md,?\s*\(?\\?"([^"\\]+)\\?"(?:\s+and\s+\\?"([^"\\]+)\\?")?')
+    cited = {(path.relative_to(ROOT).as_posix(), name) for path in source_files() for match in cite.finditer(path.read_text())
+             for name in match.groups() if name}
+    assert len(cited) >= 8  # the citations are found at all
+    missing = [f"{path}: {name!r}" for path, name in sorted(cited) if not any(h.startswith(name) for h in headings)]
+    assert not missing, "cited METHOD.md headings that do not exist:\n" + "\n".join(missing)

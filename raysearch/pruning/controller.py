@@ -2,7 +2,7 @@
 
 Per pruning step: the target ramps linearly from 0 over the warm-up (`target_sparsity_at`); each gate set
 adds its Lagrangian term to the loss; after the backward pass the gates take a descent step and the
-multipliers an ascent step, lambda_1 is projected (anti-windup, docs/METHOD.md "Lagrangian") and the
+multipliers an ascent step, lambda_1 is projected (anti-windup, docs/METHOD.md "Sparsity control") and the
 gates' log-alphas are clamped. The gates and multipliers have their own optimizers, apart from the
 weights', so that their learning rates (`mask_lr`, `lagrangian_lr`) and schedules stay their own.
 """

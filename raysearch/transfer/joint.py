@@ -1,4 +1,4 @@
-"""The two branches and their coupling (docs/METHOD.md, "Branches" and "Coupling").
+"""The two branches and their coupling (docs/METHOD.md, "Two branches and the parameter groups" and "Coupling").
 
 Target branch = gated encoder + target head; transfer branch = its own gated encoder +
 transfer head. Coupled groups are either the same tensors (`tied`) or separate tensors
