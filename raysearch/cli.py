@@ -418,6 +418,7 @@ VERBOSE_HELP = "also show Ray's, Tune's and Optuna's own start-up lines and noti
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distributed.jobs import DEFAULT_DASHBOARD
     from .distributed.settings import TRACKERS
 
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__)
@@ -478,14 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fresh seeds of the confirmation stage that decides the pick; 0 skips it (default 3)")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space's base config")
     launch.add_argument("--submit", action="store_true", help="submit as a Ray Job (visible in the dashboard) instead of running here")
-    launch.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --submit (default: http://127.0.0.1:8265)")
+    launch.add_argument("--dashboard", default=DEFAULT_DASHBOARD, help=f"dashboard address for --submit (default: {DEFAULT_DASHBOARD})")
     launch.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     launch.set_defaults(func=cmd_launch)
 
     resume = sub.add_parser("resume", help="continue a stopped or crashed experiment")
     resume.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME) (default: none; give it or --job)")
     resume.add_argument("--job", help="find the experiment from a job submitted with launch --submit (default: give PATH instead)")
-    resume.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
+    resume.add_argument("--dashboard", default=DEFAULT_DASHBOARD, help=f"dashboard address for --job (default: {DEFAULT_DASHBOARD})")
     resume.add_argument("--address", help="Ray cluster address, or auto (default: start a new local Ray on 127.0.0.1)")
     resume.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     resume.add_argument("--submit", action="store_true",
@@ -504,13 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     jobs = sub.add_parser("jobs", help="the searches a cluster ran as Ray Jobs (launch --submit), to resume one by id")
-    jobs.add_argument("--dashboard", default="http://127.0.0.1:8265", help="the cluster's dashboard (default: http://127.0.0.1:8265)")
+    jobs.add_argument("--dashboard", default=DEFAULT_DASHBOARD, help=f"the cluster's dashboard (default: {DEFAULT_DASHBOARD})")
     jobs.set_defaults(func=cmd_jobs)
 
     status = sub.add_parser("status", help="table of an experiment's trials")
     status.add_argument("path", nargs="?", help="the experiment folder (STORAGE/NAME) or its storage URI (default: none; give it or --job)")
     status.add_argument("--job", help="the search a `launch --submit` job runs (default: give PATH instead)")
-    status.add_argument("--dashboard", default="http://127.0.0.1:8265", help="dashboard address for --job (default: http://127.0.0.1:8265)")
+    status.add_argument("--dashboard", default=DEFAULT_DASHBOARD, help=f"dashboard address for --job (default: {DEFAULT_DASHBOARD})")
     status.set_defaults(func=cmd_status)
 
     analyze = sub.add_parser("analyze", help="frames, Pareto fronts, plots and the how/what/when report of experiments")

@@ -8,7 +8,7 @@ import copy
 import os
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -489,7 +489,3 @@ def _resolve_beside(data: dict, folder: Path):
         value = parent.get(keys[-1]) if isinstance(parent, dict) else None
         if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).exists():
             parent[keys[-1]] = str((folder / value).resolve())
-
-
-def as_plain_dict(config) -> dict:
-    return asdict(config) if is_dataclass(config) else dict(config)

@@ -386,7 +386,7 @@ class TrialData:
         self.config, self.tokenizer, self.rank, self.world_size = config, tokenizer, rank, world_size
         max_len, cache = config.model.max_seq_length, config.resolved_cache_dir
         self.pad_to = max_len if config.model.pad_to_max_length else None
-        self.target_metric, self.target_labels = target.metric, target.num_labels
+        self.target_metric = target.metric
         self.target_train_split = subsample(target.splits["train"], config.target_train_size, config.seed)
         self.target_train = encode(self.target_train_split, tokenizer, max_len, cache)
         capped = lambda split: subsample(split, config.eval_max_examples, seed=0)  # noqa: E731
