@@ -153,7 +153,7 @@ def pick_lines(folder: Path) -> list[str]:
                 gains = baseline_test_gains(trials, v.level)
                 ahead = {name: g for name, g in gains.items() if g.mean >= 0.01}
                 if ahead:
-                    named = ", ".join(f"{name} {100 * g.mean:+.1f} ({g.n} seeds)" for name, g in ahead.items())
+                    named = ", ".join(f"{name} {100 * g.mean:+.1f} ({g.n} seed{'s' if g.n != 1 else ''})" for name, g in ahead.items())
                     targets.append(f"a baseline beats no_transfer by 1 point or more on test ({named}), so the pick must too: "
                                    f"{'yes' if t_none.mean >= 0.01 else 'no'}")
                 else:
