@@ -3,6 +3,7 @@ import math
 
 import pandas as pd
 
+from raysearch.config import SPARSITY_TOLERANCE
 from raysearch.experiment import model_in_experiment
 
 from .compute import Analysis, factor_answers
@@ -55,9 +56,9 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
            f"quality x sparsity, so 1.0 would be a perfect model with no prunable parameters left.", ""]
 
     if "sparsity_off_target" in t:
-        off = t[pd.to_numeric(t["sparsity_off_target"], errors="coerce").abs() > 0.01]
+        off = t[pd.to_numeric(t["sparsity_off_target"], errors="coerce").abs() > SPARSITY_TOLERANCE]
         if len(off):
-            out += [f"{len(off)} trial(s) ended more than 0.01 away from their target sparsity (the controller did not land it; "
+            out += [f"{len(off)} trial(s) ended more than {SPARSITY_TOLERANCE:g} away from their target sparsity (the controller did not land it; "
                     "a longer warm-up usually does): " + ", ".join(f"{r.trial_id} {r.exact_sparsity:.3f} for {r.target_sparsity:.2f}"
                                                                   for r in off.itertuples()) + ".", ""]
 

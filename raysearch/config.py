@@ -23,6 +23,9 @@ GATE_KINDS = ("mha", "head", "ffn", "intermediate", "hidden")
 # Parameter groups that a transfer branch may share with the target branch (docs/METHOD.md, "Two branches and the parameter groups").
 GROUPS = ("embeddings", "attention", "ffn", "layernorm", "masks")
 COUPLING_MODES = ("tied", "soft", "none")
+DEFAULT_MAX_STEPS = 300
+# a run that ends further than this from its target sparsity is reported (the loop warns, the report lists it)
+SPARSITY_TOLERANCE = 0.01
 TASK_KINDS = ("classification", "mlm")
 METRICS = ("accuracy", "f1", "mcc")
 
@@ -225,7 +228,7 @@ class TrainConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-    max_steps: int = 300
+    max_steps: int = DEFAULT_MAX_STEPS
     batch_size: int = 16
     eval_batch_size: int = 64
     learning_rate: float = 5e-5

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from . import data as data_lib
 from . import metrics as metrics_lib
-from .config import TrainConfig
+from .config import SPARSITY_TOLERANCE, TrainConfig
 from .distill.loss import HiddenProjection, distilled_target_loss
 from .distill.teacher import load_or_train_teacher
 from .errors import UserInputError
@@ -390,7 +390,6 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     return final
 
 
-SPARSITY_TOLERANCE = 0.01
 
 
 def warn_if_off_target(final: dict, config: TrainConfig, warn=None) -> str | None:

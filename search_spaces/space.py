@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from raysearch.config import COUPLING_MODES, GROUPS, PRESETS, config_from_dict, field_path_problem, set_dotted, set_value, yaml_problem
+from raysearch.config import COUPLING_MODES, DEFAULT_MAX_STEPS, GROUPS, PRESETS, config_from_dict, field_path_problem, set_dotted, set_value, yaml_problem
 from raysearch.errors import UserInputError
 
 SPACES_DIR = Path(__file__).resolve().parent
@@ -90,7 +90,7 @@ class SearchSpace:
 
     @property
     def max_steps(self) -> int:
-        return int(self.base.get("max_steps", 300))
+        return int(self.base.get("max_steps", DEFAULT_MAX_STEPS))
 
     def sample(self, trial) -> dict:
         """Define-by-run sampling: the trial's overrides as {dotted.key: value}."""
@@ -353,7 +353,8 @@ def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace
     if not isinstance(base, dict) or not base:
         problems.append("base: missing; give the trial config (model, target, transfer, pruning, ...) or base_file")
         base = {}
-    max_steps = int(base.get("max_steps", 300)) if isinstance(base.get("max_steps", 300), int) else 300
+    max_steps = base.get("max_steps", DEFAULT_MAX_STEPS)
+    max_steps = max_steps if isinstance(max_steps, int) else DEFAULT_MAX_STEPS
     params, seen = [], []
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict) or not parameters:
