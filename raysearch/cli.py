@@ -29,7 +29,7 @@ def _check_output_dir(out: Path, resume: bool):
     if out.is_symlink() and not out.exists():
         raise UserInputError("--output-dir", f"{out} is a symlink that leads nowhere (or to itself)", "give a real folder")
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and (not existing.is_dir() if existing != out else False):
+    if existing is not None and existing != out and not existing.is_dir():
         raise UserInputError("--output-dir", f"{existing} is a file, so {out} cannot be made", "give a folder")
     if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         raise UserInputError("--output-dir", f"{existing} cannot be written by this user", "give a folder you can write to")

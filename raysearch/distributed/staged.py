@@ -21,12 +21,13 @@ from search_spaces import space_from_dict
 from search_spaces.space import SEED_KEY, STAGE_KEY
 
 from ..errors import UserInputError
+from .distinct import NamedOptunaSearch
 
 PENDING, FAILED = None, "failed"
 
 
 class StagedSearch(Searcher):
-    def __init__(self, searcher: Searcher, space_dict: dict, repeats: int, configurations: int, baselines: bool = True,
+    def __init__(self, searcher: NamedOptunaSearch, space_dict: dict, repeats: int, configurations: int, baselines: bool = True,
                  confirm_top: int = 3, confirm_seeds: int = 3):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher, self.space = searcher, space_from_dict(space_dict)
@@ -99,8 +100,7 @@ class StagedSearch(Searcher):
         done = list(g["results"].values())
         if g["stage"] == "search" and not g.get("told") and len(done) == self.repeats and PENDING not in done:
             g["told"] = True
-            if hasattr(self.searcher, "link_trials"):
-                self.searcher.link_trials(g["inner"], sorted(g["results"]))
+            self.searcher.link_trials(g["inner"], sorted(g["results"]))
             finished = [v for v in done if v is not FAILED]
             if finished:
                 mean = {m: sum(v[i] for v in finished) / len(finished) for i, m in enumerate(metrics)}

@@ -6,9 +6,9 @@ run's tag `raysearch.export_dir`; W&B: `export_dir` in the run's summary). Where
 environment variables (MLFLOW_TRACKING_URI; WANDB_MODE=offline, WANDB_DIR, WANDB_PROJECT, WANDB_API_KEY), never from a
 file of raysearch's: Tune pickles these callbacks with the experiment state, so they hold no secret.
 
-Ray's WandbLoggerCallback (Ray 2.60, wandb 0.31, offline) logged every trial and then never returned at the end of
-the search: it waits up to its 30-minute upload timeout for a logging actor whose run had ended. Logging from the
-driver needs no actor per trial.
+Ray's WandbLoggerCallback (Ray 2.60, wandb 0.31, offline) logged every trial but, in one of two test searches, did
+not return at the end: it waited (up to its 30-minute upload timeout) on a logging actor whose run had ended. Logging
+from the driver needs no actor per trial.
 """
 import importlib.util
 import numbers

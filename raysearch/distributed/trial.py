@@ -6,8 +6,7 @@ Optuna): what the driver alone needs lives in `search.py` and `callbacks.py`.
 import json
 
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train import WorkerGroupError
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, WorkerGroupError
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -51,10 +50,9 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
     try:
         trainer.fit()
     except WorkerGroupError as e:  # a worker's own checks (the data its config names): after Train's restarts, say so
-        failure = next((f for f in e.worker_failures.values() if user_input_error(f) is not None), None)
-        if failure is None:
+        found = next((u for u in map(user_input_error, e.worker_failures.values()) if u is not None), None)
+        if found is None:
             raise
-        found = user_input_error(failure)
         raise TrialConfigError(found.where, found.problem, found.fix) from None
     if not s.keep_finished_checkpoints:  # finished: its exported model and results stay, its checkpoints go
         Folder(train_storage).delete(f"trial_{trial_id}")
