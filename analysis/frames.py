@@ -111,13 +111,17 @@ class Experiment:
         """Trial folders that Tune's newest state does not know and that nothing has written to since it was saved:
         a driver killed between starting a trial and saving its state leaves one (the trial's actor may still create
         it), and the resumed search runs another trial in its place. They are not part of the experiment. A trial
-        started since the last save is not in the state either, but its folder is newer than the state."""
+        started since the last save is not in the state either, but its folder is newer than the state. The end of a
+        resumed search rewrites every folder it holds, so one it replaced (same params, nothing reported) is
+        abandoned however new its files are."""
         newest = self._newest_state()
         saved_at = self.folder.modified(newest) if newest else None
         if not statuses or saved_at is None:
             return set()
-        return {trial_dir for trial_dir, trial_id, _ in self.trial_dirs()
-                if trial_id not in statuses and self._last_write(trial_dir) < saved_at}
+        dirs = self.trial_dirs()
+        known = [self.params(d) for d, trial_id, _ in dirs if trial_id in statuses]
+        return {trial_dir for trial_dir, trial_id, _ in dirs if trial_id not in statuses and (
+            self._last_write(trial_dir) < saved_at or (not self.results(trial_dir, trial_id) and self.params(trial_dir) in known))}
 
     def _last_write(self, trial_dir: str) -> float:
         times = [self.folder.modified(trial_dir)] + [self.folder.modified(f"{trial_dir}/{n}") for n in self.folder.list(trial_dir)]

@@ -258,14 +258,16 @@ def test_trial_frame_of_a_partially_finished_experiment(tmp_path):
 
 def test_a_trial_folder_left_by_a_killed_driver_is_not_part_of_the_experiment(tmp_path):
     """The driver started a trial and died before Tune saved it; the resumed search ran another in its place. The
-    abandoned folder (unknown to the saved state, not written since) is left out; a trial started since the save is not."""
+    abandoned folder (unknown to the saved state, not written since) is left out; so is one the resumed search rewrote
+    at its end but replaced (same params as a known trial, nothing reported); a trial started since the save is not."""
     import os
 
     done = [_result(150, 0.6, 500), _result(300, 0.7, 400)]
-    _write_experiment(tmp_path / "exp", [("aaaa0001", {}, done, "TERMINATED"), ("aaaa0002", {}, done[:1], None),
-                                         ("aaaa0003", {}, done, "TERMINATED"), ("aaaa0004", {}, [], None)])
+    _write_experiment(tmp_path / "exp", [("aaaa0001", {"s": 1}, done, "TERMINATED"), ("aaaa0002", {"s": 2}, done[:1], None),
+                                         ("aaaa0003", {"s": 3}, done, "TERMINATED"), ("aaaa0004", {"s": 4}, [], None),
+                                         ("aaaa0005", {"s": 3}, [], None)])
     state = next((tmp_path / "exp").glob("experiment_state-*.json")).stat().st_mtime
-    for trial_id, when in (("aaaa0002", state - 60), ("aaaa0004", state + 60)):
+    for trial_id, when in (("aaaa0002", state - 60), ("aaaa0004", state + 60), ("aaaa0005", state + 60)):
         folder = next((tmp_path / "exp").glob(f"run_trial_{trial_id}_*"))
         for path in (*folder.iterdir(), folder):
             os.utime(path, (when, when))
