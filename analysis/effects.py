@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from raysearch.config import GROUPS
+from raysearch.config import GROUPS, UNCOUPLED
 
 from .frames import on_off
 from .pareto import sparsity_bin
@@ -32,14 +32,14 @@ class Factor:
     name: str  # what the report calls it
     column: str  # the trial-frame column
     question: str  # how, what or when
-    scope: str = "all"  # all | coupled | soft
+    scope: str = "all"  # all | coupled | strength (the trials whose mode has a coupling strength)
     bins: tuple | None = None  # edges for a numeric column; levels are then "[lo, hi)"
 
 
 FACTORS = (
     Factor("coupling mode", "coupling", "how"),
     Factor("transfer weight", "transfer_weight", "how", "coupled", (0, 0.5, 1.0, np.inf)),
-    Factor("coupling strength", "coupling_strength", "how", "soft", (0, 1e-3, 1e-2, np.inf)),
+    Factor("coupling strength", "coupling_strength", "how", "strength", (0, 1e-3, 1e-2, np.inf)),
     *(Factor(f"group {g}", f"group_{g}", "what", "coupled") for g in GROUPS),
     Factor("transfer start (fraction of steps)", "transfer_start_fraction", "when", "coupled", (0, 0.2, 0.5, 1.01)),
 )
@@ -55,9 +55,9 @@ def searched_trials(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _in_scope(frame: pd.DataFrame, scope: str) -> pd.DataFrame:
     if scope == "coupled":
-        return frame[frame["coupling"].isin(["tied", "soft"])]
-    if scope == "soft":
-        return frame[frame["coupling"] == "soft"]
+        return frame[frame["coupling"] != UNCOUPLED]
+    if scope == "strength":
+        return frame[frame["coupling_strength"].notna()]
     return frame
 
 
@@ -154,7 +154,7 @@ def param_importances(frame: pd.DataFrame, quality: str = "target_dev", seed: in
 
     The study is rebuilt from the frame with every factor defined for every trial, because fANOVA
     only uses parameters present in all trials: an uncoupled trial has its groups off, transfer
-    weight 0 and transfer start 1.0 (never). Coupling strength, defined only for soft coupling, is
+    weight 0 and transfer start 1.0 (never). Coupling strength, defined only for the penalized modes, is
     left out here (its effect is in `factor_effects`). Empty when fewer than 3 trials or no variation.
     """
     import optuna
@@ -164,7 +164,7 @@ def param_importances(frame: pd.DataFrame, quality: str = "target_dev", seed: in
     data = searched_trials(frame).dropna(subset=[quality])
     if len(data) < 3 or data[quality].nunique() < 2:
         return pd.Series(dtype=float, name="importance")
-    coupled = data["coupling"].isin(["tied", "soft"])
+    coupled = data["coupling"] != UNCOUPLED
     columns = {
         "coupling": data["coupling"].astype(str),
         "target_sparsity": data["target_sparsity"].astype(float),

@@ -19,36 +19,31 @@ import pandas as pd
 from raysearch.errors import UserInputError
 from raysearch.config import config_from_dict
 from raysearch.experiment import Folder, read_evaluations, read_meta, trial_config_file, trial_error_file, trial_history_file
-from raysearch.config import GROUPS
+from raysearch.config import GROUPS, UNCOUPLED
+from raysearch.reporting import BEST, EXPORT, EXPORT_DIR, METRICS
+from raysearch.run_folder import CONFIG_FILE, FINAL_METRICS, METRICS_FILE, MODEL_DIR, final_metrics, run_config
 from search_spaces import space_from_dict
 from search_spaces.space import STAGE_KEY
 
 # Tune names a trial's folder {trainable}_{trial id}_{index}_...; ids are 8 hex digits from a searcher
 # (Optuna) or 5 hex digits, "_" and a 5-digit counter from Tune's own random and grid search
 TRIAL_DIR = re.compile(r"^run_trial_(?P<trial_id>[0-9a-f]{5}_\d{5}|[0-9a-f]+)_(?P<index>\d+)_")
-# metrics of one evaluation, as the loop reports them (history columns, and the trial's final values)
-METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_sparsity", "expected_sparsity",
-           "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time", "sparsity_off_target",
-           "latency_ms")
-BEST = ("best_target_dev", "best_step", "test_at_best_dev")
-# a finished trial's exported model (raysearch.distributed.worker): where it is, its sizes, its check against the
-# masked model
-EXPORT = ("export_dir", "export_parameters", "export_prunable_parameters", "export_size_bytes", "export_dev_agreement")
 
 
 def config_columns(config) -> dict:
     """The flattened config of one trial: the factors the analysis asks about, plus what identifies the run."""
     t, p = config.transfer, config.pruning
-    coupled = t.coupling != "none" and bool(t.groups)
+    coupled = t.coupled
     row = {
         "preset": t.preset or "searched",
-        "coupling": t.coupling if coupled else "none",
+        "coupled": coupled,
+        "coupling": t.coupling if coupled else UNCOUPLED,
         **{f"group_{g}": coupled and g in t.groups for g in GROUPS},
         "n_groups": len(t.groups) if coupled else 0,
         "transfer_start_step": t.transfer_start_step if coupled else None,
         "transfer_start_fraction": t.transfer_start_step / config.max_steps if coupled else None,
         "transfer_weight": t.transfer_weight if coupled else None,
-        "coupling_strength": t.coupling_strength if coupled and t.coupling == "soft" else None,
+        "coupling_strength": t.strength,
         "target_weight": t.target_weight,
         "target_sparsity": p.target_sparsity,
         "seed": config.seed,
@@ -226,28 +221,26 @@ def run_frames(run_dirs, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, history) of runs that `raysearch train` wrote (config.yaml, metrics.jsonl, final_metrics.json once
     finished), with the columns of `trial_frame` and `history_frame`: one experiment of runs made without Ray (a
     grid run locally). The trial id is the run folder's name."""
-    import yaml
-
     trials, history = [], []
     for index, run_dir in enumerate(map(Path, run_dirs)):
-        config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())) if (run_dir / "config.yaml").is_file() else None
+        config = run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else None
         by_step = {}
-        if (run_dir / "metrics.jsonl").is_file():
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        if (run_dir / METRICS_FILE).is_file():
+            for line in (run_dir / METRICS_FILE).read_text().splitlines():
                 try:
                     result = json.loads(line)
                 except ValueError:
                     continue  # a line cut short by a crash
                 by_step[result["step"]] = result
-        finished = run_dir / "final_metrics.json"
-        final = json.loads(finished.read_text()) if finished.is_file() else by_step[max(by_step)] if by_step else {}
+        finished = (run_dir / FINAL_METRICS).is_file()
+        final = final_metrics(run_dir) if finished else by_step[max(by_step)] if by_step else {}
         ids = {"experiment": experiment, "trial_id": run_dir.name, "trial_index": index}
         row = {**ids, **(config_columns(config) if config is not None else {})}
         row.update({m: final.get(m) for m in METRICS + BEST})
         row.update({m: final.get(m) for m in EXPORT})
-        if finished.is_file() and (run_dir / "model").is_dir():
-            row["export_dir"] = str(run_dir / "model")
-        row["complete"] = finished.is_file() and final.get("step") == row.get("max_steps")
+        if finished and (run_dir / MODEL_DIR).is_dir():
+            row[EXPORT_DIR] = str(run_dir / MODEL_DIR)
+        row["complete"] = finished and final.get("step") == row.get("max_steps")
         row["status"] = "TERMINATED" if row["complete"] else "UNKNOWN"
         row["error"] = None
         trials.append(row)

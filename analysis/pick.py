@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
+from raysearch.config import UNCOUPLED
 from search_spaces.space import BASELINE_PRESETS
+from raysearch.reporting import EXPORT_DIR
 
 NO_TRANSFER = "no_transfer"
 LEVEL = "target_sparsity"
@@ -33,7 +35,7 @@ def label(row) -> str:
     preset = row.get("preset")
     if isinstance(preset, str) and preset != "searched":
         return preset
-    if row.get("coupling") in (None, "none") or not isinstance(row.get("coupling"), str):
+    if row.get("coupling") in (None, UNCOUPLED) or not isinstance(row.get("coupling"), str):
         return "searched: none"
     groups = [c.removeprefix("group_") for c, v in row.items() if str(c).startswith("group_") and v in (True, 1)]
     extra = f", strength {row['coupling_strength']:.2g}" if isinstance(row.get("coupling_strength"), float) and row["coupling_strength"] == row["coupling_strength"] else ""
@@ -50,7 +52,7 @@ def configurations(trials: pd.DataFrame, quality: str = "target_dev") -> pd.Data
         first = group.iloc[0]
         test = pd.to_numeric(group.get("target_test"), errors="coerce") if "target_test" in group else pd.Series(dtype=float)
         # a searched configuration with nothing coupled trains exactly what no_transfer trains: it is not transfer
-        coupled = first.get("preset") != NO_TRANSFER and first.get("coupling", "tied") != "none"
+        coupled = first.get("preset") != NO_TRANSFER and first.get("coupling") != UNCOUPLED
         out.append({LEVEL: level, "configuration": config, "label": label(first), "preset": first.get("preset"), "coupled": coupled,
                     "stages": ",".join(sorted(set(group.get("stage", pd.Series(["search"] * len(group))).fillna("search")))),
                     "seeds": len(group), f"{quality}_mean": group[quality].mean(), f"{quality}_std": group[quality].std(ddof=1),
@@ -163,7 +165,7 @@ def verdicts(trials: pd.DataFrame, quality: str = "target_dev") -> list[Verdict]
               if best_transfer is not None and none_id else (missing, missing))
         seeds = level_rows[level_rows["configuration"] == pid]
         best_seed = seeds.sort_values(quality, ascending=False, kind="stable").iloc[0]
-        model = best_seed.get("export_dir") if isinstance(best_seed.get("export_dir"), str) else None
+        model = best_seed.get(EXPORT_DIR) if isinstance(best_seed.get(EXPORT_DIR), str) else None
         v = Verdict(level=float(level), pick=pick["label"], configuration=pid, transfer_helps=helps, seeds=int(pick["seeds"]),
                     dev_mean=pick[f"{quality}_mean"], dev_std=pick[f"{quality}_std"], test_mean=pick["target_test_mean"],
                     test_std=pick["target_test_std"], vs_no_transfer_dev=vs_none[0], vs_no_transfer_test=vs_none[1],

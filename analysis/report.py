@@ -9,6 +9,7 @@ from raysearch.experiment import model_in_experiment
 from .compute import Analysis, factor_answers
 from .frames import coupled_groups
 from .pick import verdict_table
+from raysearch.reporting import EXPORT_DIR
 
 
 def _fmt(value, spec=".3f") -> str:
@@ -73,11 +74,11 @@ def render_markdown(result: Analysis, plot_files: dict) -> str:
     front = result.front.copy()
     front["groups"] = [", ".join(coupled_groups(r)) or "–" for _, r in front.iterrows()]
     shown = [c for c in ["experiment", "trial_id", "preset", "coupling", "groups", "transfer_start_fraction", "transfer_weight",
-                         "exact_sparsity", "remaining_params", quality, "target_test", "export_dir"] if c in front]
-    if "export_dir" in front:  # where each front model is, as `raysearch export` copies it (`model` is the base model)
-        front["export_dir"] = front["export_dir"].map(model_in_experiment)
-        front = front.rename(columns={"export_dir": "exported model"})
-        shown = [("exported model" if c == "export_dir" else c) for c in shown]
+                         "exact_sparsity", "remaining_params", quality, "target_test", EXPORT_DIR] if c in front]
+    if EXPORT_DIR in front:  # where each front model is, as `raysearch export` copies it (`model` is the base model)
+        front[EXPORT_DIR] = front[EXPORT_DIR].map(model_in_experiment)
+        front = front.rename(columns={EXPORT_DIR: "exported model"})
+        shown = [("exported model" if c == EXPORT_DIR else c) for c in shown]
     out += ["## Pareto front (selected on dev)", "", f"![front]({plot_files['front']})", "",
             _table(front[shown], {"remaining_params": ",.0f"}), ""]
     if result.unscored:

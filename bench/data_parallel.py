@@ -34,7 +34,7 @@ def worker(rank: int, world_size: int, model: str, steps: int, warmup: int, port
     import torch
     import torch.distributed as dist
 
-    from raysearch.loop import JointTrainer
+    from raysearch.trainer import JointTrainer
 
     datasets.disable_progress_bars()
     torch.set_num_threads(1)

@@ -109,7 +109,7 @@ _WORKER = {}
 def _start_worker(space_name: str, overrides: list, folder: str):
     import torch
 
-    from raysearch.data import load_task
+    from raysearch.tasks import load_task
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -123,7 +123,7 @@ def _start_worker(space_name: str, overrides: list, folder: str):
 def _result(config) -> dict:
     """The config's final metrics: kept from an earlier training, or trained now and kept."""
     from raysearch.loop import run
-    from raysearch.reporting import LocalReporter
+    from raysearch.run_folder import LocalReporter
 
     key, folder = config_key(config), _WORKER["folder"]
     kept = read_results(folder).get(key)  # read again each time: another process may have trained it meanwhile

@@ -33,7 +33,7 @@ def measure(mode: str, steps: int, warmup: int, device: str, precision: str, seq
 
     datasets.disable_progress_bars()
     from raysearch.config import config_from_dict
-    from raysearch.loop import JointTrainer
+    from raysearch.trainer import JointTrainer
 
     transfer = {"task": {"source": str(DATA / "MNLI-subset")}, "preset": "multitask"} if mode == "joint" else {}
     config = config_from_dict({

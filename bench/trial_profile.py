@@ -43,7 +43,7 @@ def measure(pair: str, threads: int, steps: int, seq: int, batch: int, eval_max:
     datasets.disable_progress_bars()
     from raysearch import data as data_lib
     from raysearch.config import config_from_dict
-    from raysearch.loop import JointTrainer, load_tasks
+    from raysearch.trainer import JointTrainer, load_tasks
 
     encode_seconds = []
     original_encode = data_lib.encode

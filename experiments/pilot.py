@@ -20,7 +20,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from study import PAIRS, PROFILES  # noqa: E402
+from study_cells import PAIRS, PROFILES  # noqa: E402
 from study_report import pilot_folder  # noqa: E402
 
 METHODS = ("dense", "no_transfer")

@@ -12,7 +12,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from study import PAIRS, PARTS, PICK, PRESETS, RESULTS, SPARSITIES, experiment_name  # noqa: E402
+from study_cells import PAIRS, PARTS, PICK, PRESETS, RESULTS, SPARSITIES, experiment_name  # noqa: E402
 
 DOCS = HERE.parent / "docs"
 KEEP_MARKER = "<!-- notes below this line are kept when the study rewrites this page -->"
@@ -186,11 +186,11 @@ def describe(trial: pd.Series) -> str:
     """The how / what / when of one searched trial, in words."""
     from analysis.frames import coupled_groups
 
-    if trial["coupling"] == "none":
+    if not coupled_groups(trial):
         return "no coupling"
     text = f"{trial['coupling']}, groups {', '.join(coupled_groups(trial))}, transfer weight {trial['transfer_weight']:.2f}, " \
            f"start at {trial['transfer_start_fraction']:.2f} of the steps"
-    if trial["coupling"] == "soft":
+    if pd.notna(trial.get("coupling_strength")):
         text += f", strength {trial['coupling_strength']:.2g}"
     return text
 

@@ -6,15 +6,13 @@ overrides, resolves presets and validates everything before anything is trained.
 """
 import copy
 import os
-import types
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from .errors import UserInputError
+from .fields import build, check, check_choice, check_non_negative, set_dotted, shown, yaml_problem
 
 # The vocabulary of a config, owned here so that the config layer (and the search spaces and the analysis
 # built on it) needs no torch. Structure kinds (docs/METHOD.md, "Backbone and gates"): whole attention block per layer,
@@ -22,7 +20,11 @@ from .errors import UserInputError
 GATE_KINDS = ("mha", "head", "ffn", "intermediate", "hidden")
 # Parameter groups that a transfer branch may share with the target branch (docs/METHOD.md, "Two branches and the parameter groups").
 GROUPS = ("embeddings", "attention", "ffn", "layernorm", "masks")
-COUPLING_MODES = ("tied", "soft", "none")
+# Coupling modes (docs/METHOD.md, "Coupling"), one class each in raysearch/transfer/coupling.py; the penalized ones
+# pull separate tensors together with coupling_strength
+UNCOUPLED = "none"
+COUPLING_MODES = ("tied", "soft", UNCOUPLED)
+PENALIZED_MODES = ("soft",)
 DEFAULT_MAX_STEPS = 300
 # a run that ends further than this from its target sparsity is reported (the loop warns, the report lists it)
 SPARSITY_TOLERANCE = 0.01
@@ -32,25 +34,12 @@ METRICS = ("accuracy", "f1", "mcc")
 # Named baselines (docs/METHOD.md, "Presets"). A preset fixes these transfer fields; setting one of
 # them to a different value as well is an error rather than a silent override.
 PRESETS = {
-    "no_transfer": {"coupling": "none", "groups": []},
+    "no_transfer": {"coupling": UNCOUPLED, "groups": []},
     "multitask": {"coupling": "tied", "groups": list(GROUPS), "transfer_start_step": 0},
     # prune on the transfer task (target loss off while pruning), then fine-tune the
     # frozen structure on the target
     "sequential": {"coupling": "tied", "groups": list(GROUPS), "transfer_start_step": 0, "target_weight": 0.0},
 }
-
-
-def _check(condition: bool, where: str, problem: str, fix: str):
-    if not condition:
-        raise UserInputError(where, problem, fix)
-
-
-def _check_choice(value, choices, where: str):
-    _check(value in choices, where, f"unknown value {value!r}", f"choose one of {', '.join(map(str, choices))}")
-
-
-def _check_non_negative(value, where: str):
-    _check(isinstance(value, (int, float)) and value >= 0, where, f"must be >= 0, got {value!r}", "give a non-negative number")
 
 
 # a tiny random encoder (tests, the offline demo): these keys, with these defaults
@@ -72,19 +61,19 @@ class ModelConfig:
     pooling: str = "mean"  # classification heads: mean over tokens, or cls (first token)
 
     def __post_init__(self):
-        _check_choice(self.pooling, ("mean", "cls"), "model.pooling")
-        _check(self.max_seq_length >= 8, "model.max_seq_length", f"too small ({self.max_seq_length})", "use at least 8")
+        check_choice(self.pooling, ("mean", "cls"), "model.pooling")
+        check(self.max_seq_length >= 8, "model.max_seq_length", f"too small ({self.max_seq_length})", "use at least 8")
         if self.tiny is not None:
-            _check(isinstance(self.tiny, dict), "model.tiny", "must be a mapping", "give e.g. {architecture: bert, hidden_size: 32}")
-            _check_choice(self.tiny.get("architecture", "bert"), ("bert", "roberta"), "model.tiny.architecture")
+            check(isinstance(self.tiny, dict), "model.tiny", "must be a mapping", "give e.g. {architecture: bert, hidden_size: 32}")
+            check_choice(self.tiny.get("architecture", "bert"), ("bert", "roberta"), "model.tiny.architecture")
             for key, value in self.tiny.items():
-                _check(key in TINY_DEFAULTS or key == "architecture", f"model.tiny.{key}", "unknown key",
+                check(key in TINY_DEFAULTS or key == "architecture", f"model.tiny.{key}", "unknown key",
                        f"valid keys: architecture, {', '.join(TINY_DEFAULTS)}")
                 if key != "architecture":
-                    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"model.tiny.{key}",
+                    check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"model.tiny.{key}",
                            f"must be a positive whole number, got {value!r}", f"write e.g. {key}: {TINY_DEFAULTS[key]}")
             hidden, heads = (self.tiny.get(k, TINY_DEFAULTS[k]) for k in ("hidden_size", "num_attention_heads"))
-            _check(hidden % heads == 0, "model.tiny.hidden_size", f"{hidden} is not a multiple of num_attention_heads ({heads})",
+            check(hidden % heads == 0, "model.tiny.hidden_size", f"{hidden} is not a multiple of num_attention_heads ({heads})",
                    f"use a multiple, e.g. hidden_size: {heads * max(1, round(hidden / heads))}")
 
 
@@ -105,15 +94,15 @@ class TaskConfig:
     heldout_test_size: int | None = None
 
     def validate(self, where: str):
-        _check(bool(self.source), f"{where}.source", "is empty", "give a data folder, file or `datasets` name")
-        _check_choice(self.kind, TASK_KINDS, f"{where}.kind")
-        _check_choice(self.metric, METRICS, f"{where}.metric")
+        check(bool(self.source), f"{where}.source", "is empty", "give a data folder, file or `datasets` name")
+        check_choice(self.kind, TASK_KINDS, f"{where}.kind")
+        check_choice(self.metric, METRICS, f"{where}.metric")
         if self.text_columns is not None:
-            _check(1 <= len(self.text_columns) <= 2, f"{where}.text_columns", "needs one or two columns", "list the text column(s)")
+            check(1 <= len(self.text_columns) <= 2, f"{where}.text_columns", "needs one or two columns", "list the text column(s)")
         if self.num_labels is not None:
-            _check(self.num_labels >= 2, f"{where}.num_labels", f"must be >= 2, got {self.num_labels}", "give the class count")
+            check(self.num_labels >= 2, f"{where}.num_labels", f"must be >= 2, got {self.num_labels}", "give the class count")
         if self.heldout_test_size is not None:
-            _check(isinstance(self.heldout_test_size, int) and self.heldout_test_size > 0, f"{where}.heldout_test_size",
+            check(isinstance(self.heldout_test_size, int) and self.heldout_test_size > 0, f"{where}.heldout_test_size",
                    f"must be a positive integer, got {self.heldout_test_size!r}", "give a number of training examples or remove the field")
 
 
@@ -131,22 +120,36 @@ class TransferConfig:
 
     def __post_init__(self):
         if self.preset is not None:
-            _check_choice(self.preset, tuple(PRESETS), "transfer.preset")
-        _check_choice(self.coupling, COUPLING_MODES, "transfer.coupling")
+            check_choice(self.preset, tuple(PRESETS), "transfer.preset")
+        check_choice(self.coupling, COUPLING_MODES, "transfer.coupling")
         for g in self.groups:
-            _check(g in GROUPS, "transfer.groups", f"unknown group {g!r}", f"choose from {', '.join(GROUPS)}")
-        _check(len(set(self.groups)) == len(self.groups), "transfer.groups", "lists a group twice", "list each group once")
+            check(g in GROUPS, "transfer.groups", f"unknown group {g!r}", f"choose from {', '.join(GROUPS)}")
+        check(len(set(self.groups)) == len(self.groups), "transfer.groups", "lists a group twice", "list each group once")
         for name in ("coupling_strength", "transfer_weight", "transfer_start_step", "target_weight"):
-            _check_non_negative(getattr(self, name), f"transfer.{name}")
-        if self.coupling == "soft":
-            _check(self.coupling_strength > 0, "transfer.coupling_strength", "is 0 with soft coupling", "give a positive strength")
+            check_non_negative(getattr(self, name), f"transfer.{name}")
+        if self.coupling in PENALIZED_MODES:
+            check(self.coupling_strength > 0, "transfer.coupling_strength", f"is 0 with {self.coupling} coupling", "give a positive strength")
         if self.task is not None:
             self.task.validate("transfer.task")
 
     @property
+    def coupled(self) -> bool:
+        """Whether the settings share anything with the target branch (a coupling mode and at least one group)."""
+        return couples(self.coupling, self.groups)
+
+    @property
+    def strength(self) -> float | None:
+        """The coupling strength where the mode uses one."""
+        return self.coupling_strength if self.coupled and self.coupling in PENALIZED_MODES else None
+
+    @property
     def active(self) -> bool:
         """Whether the transfer branch can influence the target branch at all."""
-        return self.coupling != "none" and bool(self.groups) and self.task is not None and self.transfer_weight > 0
+        return self.coupled and self.task is not None and self.transfer_weight > 0
+
+
+def couples(coupling: str, groups) -> bool:
+    return coupling != UNCOUPLED and bool(groups)
 
 
 @dataclass
@@ -163,15 +166,15 @@ class PruningConfig:
     finetune_learning_rate: float | None = None
 
     def __post_init__(self):
-        _check(0 <= self.target_sparsity < 1, "pruning.target_sparsity", f"must be in [0, 1), got {self.target_sparsity}", "e.g. 0.6")
+        check(0 <= self.target_sparsity < 1, "pruning.target_sparsity", f"must be in [0, 1), got {self.target_sparsity}", "e.g. 0.6")
         for s in self.structures:
-            _check(s in GATE_KINDS, "pruning.structures", f"unknown structure {s!r}", f"choose from {', '.join(GATE_KINDS)}")
+            check(s in GATE_KINDS, "pruning.structures", f"unknown structure {s!r}", f"choose from {', '.join(GATE_KINDS)}")
         for name in ("warmup_steps", "mask_lr", "lagrangian_lr", "finetune_steps"):
-            _check_non_negative(getattr(self, name), f"pruning.{name}")
-        _check(0 < self.init_keep < 1, "pruning.init_keep", "must be in (0, 1)", "e.g. 0.9")
+            check_non_negative(getattr(self, name), f"pruning.{name}")
+        check(0 < self.init_keep < 1, "pruning.init_keep", "must be in (0, 1)", "e.g. 0.9")
         if self.finetune_learning_rate is not None:
-            _check_non_negative(self.finetune_learning_rate, "pruning.finetune_learning_rate")
-        _check(bool(self.structures) or self.target_sparsity == 0, "pruning.structures", "is empty while target_sparsity > 0",
+            check_non_negative(self.finetune_learning_rate, "pruning.finetune_learning_rate")
+        check(bool(self.structures) or self.target_sparsity == 0, "pruning.structures", "is empty while target_sparsity > 0",
                "list structures to prune, or set target_sparsity: 0 for plain fine-tuning")
 
 
@@ -188,17 +191,17 @@ class DistillConfig:
     teacher_learning_rate: float | None = None  # default: learning_rate
 
     def __post_init__(self):
-        _check(isinstance(self.enabled, bool), "distill.enabled", f"must be true or false, got {self.enabled!r}", "write true or false")
-        _check(isinstance(self.logit_weight, (int, float)) and 0 <= self.logit_weight <= 1, "distill.logit_weight",
+        check(isinstance(self.enabled, bool), "distill.enabled", f"must be true or false, got {self.enabled!r}", "write true or false")
+        check(isinstance(self.logit_weight, (int, float)) and 0 <= self.logit_weight <= 1, "distill.logit_weight",
                f"must be in [0, 1], got {self.logit_weight!r}", "e.g. 0.9")
-        _check_non_negative(self.hidden_weight, "distill.hidden_weight")
-        _check(isinstance(self.temperature, (int, float)) and self.temperature > 0, "distill.temperature",
+        check_non_negative(self.hidden_weight, "distill.hidden_weight")
+        check(isinstance(self.temperature, (int, float)) and self.temperature > 0, "distill.temperature",
                f"must be > 0, got {self.temperature!r}", "e.g. 2.0")
         if self.teacher_steps is not None:
-            _check(isinstance(self.teacher_steps, int) and self.teacher_steps >= 1, "distill.teacher_steps",
+            check(isinstance(self.teacher_steps, int) and self.teacher_steps >= 1, "distill.teacher_steps",
                    f"must be a positive integer, got {self.teacher_steps!r}", "give a step count or remove the field")
         if self.teacher_learning_rate is not None:
-            _check_non_negative(self.teacher_learning_rate, "distill.teacher_learning_rate")
+            check_non_negative(self.teacher_learning_rate, "distill.teacher_learning_rate")
 
 
 @dataclass
@@ -214,10 +217,10 @@ class LatencyConfig:
     repeats: int = 10
 
     def __post_init__(self):
-        _check(isinstance(self.enabled, bool), "latency.enabled", f"must be true or false, got {self.enabled!r}", "write true or false")
+        check(isinstance(self.enabled, bool), "latency.enabled", f"must be true or false, got {self.enabled!r}", "write true or false")
         for name in ("batch_size", "seq_len", "repeats"):
-            _check(getattr(self, name) >= 1, f"latency.{name}", f"must be >= 1, got {getattr(self, name)}", "give a positive integer")
-        _check(self.warmup >= 0, "latency.warmup", f"must be >= 0, got {self.warmup}", "give 0 or more")
+            check(getattr(self, name) >= 1, f"latency.{name}", f"must be >= 1, got {getattr(self, name)}", "give a positive integer")
+        check(self.warmup >= 0, "latency.warmup", f"must be >= 0, got {self.warmup}", "give 0 or more")
 
 
 @dataclass
@@ -248,34 +251,33 @@ class TrainConfig:
     # tokenised datasets and distillation teachers, shared by every run on the machine (or shared file system);
     # default: $RAYSEARCH_CACHE_DIR, else ~/.cache/raysearch
     cache_dir: str | None = None
-    fault_inject_step: int | None = None  # testing aid: the process dies after this step unless resumed
 
     def __post_init__(self):
         self.target.validate("target")
-        _check(self.target.kind == "classification", "target.kind", "the target must be a labelled task", "use kind: classification")
+        check(self.target.kind == "classification", "target.kind", "the target must be a labelled task", "use kind: classification")
         for name in ("max_steps", "batch_size", "eval_batch_size", "eval_every"):
-            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "give a positive integer")
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}", "give a positive integer")
         for name in ("learning_rate", "weight_decay", "lr_warmup_steps", "max_grad_norm"):
-            _check_non_negative(getattr(self, name), name)
+            check_non_negative(getattr(self, name), name)
         if self.target_train_size is not None:
-            _check(self.target_train_size >= 1, "target_train_size", "must be >= 1", "give a positive size or omit it")
+            check(self.target_train_size >= 1, "target_train_size", "must be >= 1", "give a positive size or omit it")
         if self.eval_max_examples is not None:
-            _check(self.eval_max_examples >= 1, "eval_max_examples", f"must be >= 1, got {self.eval_max_examples}",
+            check(self.eval_max_examples >= 1, "eval_max_examples", f"must be >= 1, got {self.eval_max_examples}",
                    "give a positive count, or omit it (null) to evaluate on every example")
-        _check(self.lr_warmup_steps <= self.max_steps, "lr_warmup_steps", f"{self.lr_warmup_steps} is beyond max_steps={self.max_steps}",
+        check(self.lr_warmup_steps <= self.max_steps, "lr_warmup_steps", f"{self.lr_warmup_steps} is beyond max_steps={self.max_steps}",
                f"give at most {self.max_steps} (the learning rate would never finish warming up)")
         self.checkpoint_every = self.checkpoint_every or self.eval_every
-        _check_choice(self.device, ("auto", "cpu", "cuda"), "device")
-        _check_choice(self.precision, ("fp32", "bf16"), "precision")
+        check_choice(self.device, ("auto", "cpu", "cuda"), "device")
+        check_choice(self.precision, ("fp32", "bf16"), "precision")
         p, t = self.pruning, self.transfer
-        _check(p.finetune_steps < self.max_steps, "pruning.finetune_steps", f"{p.finetune_steps} leaves no pruning step of {self.max_steps}", "make it smaller than max_steps")
-        _check(p.warmup_steps <= self.pruning_steps, "pruning.warmup_steps", f"{p.warmup_steps} is beyond the {self.pruning_steps} pruning steps", "shorten the warm-up or add steps")
-        _check(t.transfer_start_step <= self.max_steps, "transfer.transfer_start_step", f"{t.transfer_start_step} is beyond max_steps={self.max_steps}", f"use a step in [0, {self.max_steps}] ({self.max_steps} = no transfer)")
+        check(p.finetune_steps < self.max_steps, "pruning.finetune_steps", f"{p.finetune_steps} leaves no pruning step of {self.max_steps}", "make it smaller than max_steps")
+        check(p.warmup_steps <= self.pruning_steps, "pruning.warmup_steps", f"{p.warmup_steps} is beyond the {self.pruning_steps} pruning steps", "shorten the warm-up or add steps")
+        check(t.transfer_start_step <= self.max_steps, "transfer.transfer_start_step", f"{t.transfer_start_step} is beyond max_steps={self.max_steps}", f"use a step in [0, {self.max_steps}] ({self.max_steps} = no transfer)")
         if t.coupling != "none":
-            _check(t.task is not None, "transfer.task", f"is missing with coupling {t.coupling!r}", "add a transfer.task or use coupling: none")
-            _check(bool(t.groups), "transfer.groups", f"is empty with coupling {t.coupling!r}", "list groups to couple or use coupling: none")
+            check(t.task is not None, "transfer.task", f"is missing with coupling {t.coupling!r}", "add a transfer.task or use coupling: none")
+            check(bool(t.groups), "transfer.groups", f"is empty with coupling {t.coupling!r}", "list groups to couple or use coupling: none")
         if t.target_weight == 0:
-            _check(p.finetune_steps > 0, "pruning.finetune_steps", "is 0 while the target loss is off during pruning", "give fine-tuning steps (the sequential baseline needs them)")
+            check(p.finetune_steps > 0, "pruning.finetune_steps", "is 0 while the target loss is off during pruning", "give fine-tuning steps (the sequential baseline needs them)")
 
     @property
     def resolved_cache_dir(self) -> Path:
@@ -293,92 +295,16 @@ class TrainConfig:
         return asdict(self)
 
     def configuration_id(self) -> str:
-        """What identifies the configuration apart from its seed (one of its repeats) and testing aids: its seeds share it."""
+        """What identifies the configuration apart from its seed (one of its repeats): its seeds share it."""
         import hashlib
         import json
 
-        data = {k: v for k, v in self.to_dict().items() if k not in ("seed", "fault_inject_step")}
+        # the retired field stays in the hash, so that experiments searched before keep their ids across a resume
+        data = {**{k: v for k, v in self.to_dict().items() if k != "seed"}, "fault_inject_step": None}
         return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 # ---------------------------------------------------------------- construction from dicts
-
-
-def _build(cls, data: Any, where: str):
-    """Build dataclass `cls` from a mapping: unknown keys and values of the wrong type are rejected with their path."""
-    if data is None:
-        data = {}
-    _check(isinstance(data, dict), where or "config", f"must be a mapping of fields, got {_shown(data)}",
-           "write it as `key: value` lines (see README.md, Train one configuration)")
-    known = {f.name: f for f in fields(cls)}
-    for key in data:
-        _check(key in known, f"{where}.{key}".lstrip("."), "unknown field", f"valid fields here: {', '.join(known)}")
-    kwargs = {}
-    for key, value in data.items():
-        sub = _NESTED.get((cls, key))
-        path = f"{where}.{key}".lstrip(".")
-        if sub is not None and value is not None:
-            kwargs[key] = _build(sub, value, path)
-        elif sub is not None and _allows_none(known[key].type):
-            kwargs[key] = None  # an optional section left empty (e.g. `task:`)
-        elif sub is not None:
-            _check(known[key].default_factory is not MISSING, path, "is empty", f"give the {key} section's fields, e.g. {key}: {{source: PATH}}")
-            kwargs[key] = sub()  # an empty section means its defaults
-        else:
-            kwargs[key] = _typed(value, known[key], path)
-    missing = [f.name for f in known.values() if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise UserInputError(f"{where}.{missing[0]}".lstrip("."), "is missing", f"add it, e.g. {missing[0]}: {{source: PATH}}")
-    return cls(**kwargs)
-
-
-_TYPE_WORDS = {bool: ("true or false", "true"), int: ("a whole number", "100"), float: ("a number", "0.5"),
-               str: ("text", "NAME"), dict: ("a mapping", "{key: value}"), list: ("a list of names", "[a, b]")}
-
-
-_TYPE_CHECKS = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-                float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
-                dict: lambda v: isinstance(v, dict), list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
-
-
-def _allows_none(annotation) -> bool:
-    return isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
-
-
-SHOWN_CHARS = 60  # a message quotes at most this much of a value (YAML aliases can expand one to megabytes)
-
-
-def _shown(value) -> str:
-    if not isinstance(value, (str, int, float, bool)):
-        return f"a {type(value).__name__}"
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
-
-
-def _typed(value, spec, where: str):
-    """`value` checked against the annotation of field `spec`. Ints given for floats become floats, and YAML 1.1
-    reads `1e-3` as text, so a number written so is accepted for a float field."""
-    annotation = spec.type
-    if value is None:
-        default = spec.default if spec.default is not MISSING else None
-        _check(_allows_none(annotation), where, "is empty", f"give a value, or remove the line for the default ({default!r})")
-        return None
-    kind = next(a for a in typing.get_args(annotation) if a is not type(None)) if _allows_none(annotation) else annotation
-    base = typing.get_origin(kind) or kind
-    if base is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            example = spec.default if isinstance(spec.default, float) else 0.5  # an example of this field's own scale
-            raise UserInputError(where, f"{_shown(value)} is not a number", f"write e.g. {where.rsplit('.', 1)[-1]}: {example:g}") from None
-    if not _TYPE_CHECKS.get(base, lambda v: True)(value):
-        word, example = _TYPE_WORDS.get(base, ("another type", "..."))
-        if base is list and isinstance(value, str):
-            example = f"[{value}]"
-        elif spec.default not in (MISSING, None, "") and _TYPE_CHECKS[base](spec.default):  # the field's own default
-            example = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
-        raise UserInputError(where, f"must be {word}, got {_shown(value)}", f"write e.g. {where.rsplit('.', 1)[-1]}: {example}")
-    return float(value) if base is float else value
 
 
 _NESTED = {
@@ -414,58 +340,30 @@ def _apply_preset(data: dict) -> dict:
     preset = transfer.get("preset")
     if preset is None:
         return data
-    _check_choice(preset, tuple(PRESETS), "transfer.preset")
+    check_choice(preset, tuple(PRESETS), "transfer.preset")
     for key, value in PRESETS[preset].items():
         if key in transfer:
-            _check(transfer[key] == value, f"transfer.{key}", f"preset {preset!r} fixes it to {value!r}", f"remove transfer.{key} or the preset")
+            check(transfer[key] == value, f"transfer.{key}", f"preset {preset!r} fixes it to {value!r}", f"remove transfer.{key} or the preset")
         transfer[key] = value
     return {**data, "transfer": transfer}
 
 
-def set_dotted(data: dict, assignment: str) -> dict:
-    """Apply one `key.sub=value` override (value parsed as YAML, as on a command line) to a nested dict."""
-    _check("=" in assignment, f"--set {assignment}", "is not key=value", "write e.g. --set pruning.target_sparsity=0.5")
-    key, raw = assignment.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as e:
-        raise UserInputError(f"--set {key}", f"value {raw!r} is not valid YAML ({yaml_problem(e)})",
-                             "quote the value or close its brackets, e.g. --set transfer.groups=[ffn,attention]") from None
-    return set_value(data, key.strip(), value, where=f"--set {key}")
-
-
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """What is wrong and where (line and column), in one line."""
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
-
-
-def set_value(data: dict, key: str, value, where: str | None = None) -> dict:
-    """Set the dotted `key` (e.g. pruning.target_sparsity) of a nested dict to `value`, creating sections."""
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        _check(isinstance(node, dict), where or key, f"{part!r} is not a section", "check the key path")
-    node[parts[-1]] = value
-    return data
-
-
 def config_from_dict(data: dict, overrides: list[str] = ()) -> TrainConfig:
-    _check(isinstance(data, dict), "config", f"must be a mapping of sections (model, target, transfer, pruning, ...), got {_shown(data)}",
+    check(isinstance(data, dict), "config", f"must be a mapping of sections (model, target, transfer, pruning, ...), got {shown(data)}",
            "write the config as `key: value` lines (see README.md, Train one configuration)")
     # a deep copy: overrides write into nested sections, and the caller's dict (a search space's shared
     # base) must not carry one trial's values into the next
     data = copy.deepcopy(data)
+    if data.get("fault_inject_step", 0) is None:  # stored by raysearch before 2026-12 (a testing aid, now an env hook)
+        del data["fault_inject_step"]
     for assignment in overrides:
         set_dotted(data, assignment)
-    return _build(TrainConfig, _apply_preset(data), "")
+    return build(TrainConfig, _apply_preset(data), "", _NESTED)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     path = Path(path)
-    _check(path.is_file(), str(path), "config file not found", "give the path of a YAML config")
+    check(path.is_file(), str(path), "config file not found", "give the path of a YAML config")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:

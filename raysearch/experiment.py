@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import UserInputError
+from .reporting import EXPORT_DIR
 
 EXPERIMENT_FILE = "raysearch_experiment.json"
 TRIAL_CONFIGS = "trial_configs"
@@ -212,6 +213,6 @@ def finished_twin(folder: Folder, trial_id: str, config: dict) -> str | None:
         except ValueError:
             continue
         history = read_evaluations(folder, [trial_history_file(other)]) if same else []
-        if history and history[-1]["step"] == config.get("max_steps") and "export_dir" in history[-1]:
+        if history and history[-1]["step"] == config.get("max_steps") and EXPORT_DIR in history[-1]:
             return other
     return None

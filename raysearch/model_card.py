@@ -13,10 +13,10 @@ CARD_FILE = "README.md"
 def card_facts(config, final: dict) -> dict:
     """The card's facts from a run's TrainConfig and final metrics (with the export's sizes)."""
     transfer = config.transfer
-    how = transfer.preset or (f"{transfer.coupling} coupling of {', '.join(transfer.groups)}" if transfer.coupling != "none" else "none")
+    how = transfer.preset or (f"{transfer.coupling} coupling of {', '.join(transfer.groups)}" if transfer.coupled else "no transfer")
     return {
         "base_model": f"tiny {config.model.tiny.get('architecture', 'bert')} (random, for tests)" if config.model.tiny else config.model.name_or_path,
-        "target_task": config.target.source, "transfer_task": transfer.task.source if transfer.task and transfer.coupling != "none" else None,
+        "target_task": config.target.source, "transfer_task": transfer.task.source if transfer.task and transfer.coupled else None,
         "transfer": how, "target_sparsity": config.pruning.target_sparsity, "exact_sparsity": final.get("exact_sparsity"),
         "parameters": final.get("export_parameters"), "encoder_prunable_parameters": final.get("export_prunable_parameters"),
         "target_dev": final.get("target_dev"), "target_test": final.get("target_test"), "metric": config.target.metric,

@@ -20,6 +20,7 @@ from .errors import UserInputError
 from .experiment import EXPORT_CARD, Folder, read_meta, trial_config_file, trial_model_dir
 from .model_card import card_facts, latency_summary, write_model_card
 from .run_folder import MODEL_DIR, final_metrics, is_run_folder, run_config
+from .reporting import EXPORT_DIR
 
 CARD = "card.json"
 LATENCY_PASSES = 30
@@ -104,7 +105,9 @@ def _built(target: Path, fill) -> dict:
 def _recreate(experiment: str, trial_id: str, target: Path):
     """Export again from the trial's newest checkpoint (an experiment from before trials exported, or kept checkpoints)."""
     from .config import config_from_dict
-    from .loop import JointTrainer, export_target, newest_intact_checkpoint
+    from .checkpoints import newest_intact_checkpoint
+    from .loop import export_target
+    from .trainer import JointTrainer
 
     train_runs = Path(read_meta(experiment).get("train_storage", f"{experiment}/train_runs")) / f"trial_{trial_id}"
     checkpoints = sorted(train_runs.glob("checkpoint_*")) if "://" not in str(train_runs) else []
@@ -118,7 +121,7 @@ def _recreate(experiment: str, trial_id: str, target: Path):
     trainer = JointTrainer(config)
     trainer.load_state_dict(state, source=str(directory))
     card = export_target(trainer, target)
-    (target / EXPORT_CARD).write_text(json.dumps({k: v for k, v in card.items() if k != "export_dir"}, indent=1))
+    (target / EXPORT_CARD).write_text(json.dumps({k: v for k, v in card.items() if k != EXPORT_DIR}, indent=1))
 
 
 def _onnx(model, target: Path, seq: int) -> dict:

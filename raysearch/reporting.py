@@ -1,10 +1,10 @@
-"""Where the loop sends metrics and checkpoints.
+"""What a trial reports, and where the loop sends it.
 
-The loop only knows this small interface; the local CLI uses `LocalReporter`, the Ray
-Train glue plugs in its own (ray.train.report) without the loop changing.
+The names of what one evaluation reports live here (the analysis' frames, `raysearch status` and the export read
+them from here). The loop only knows the `Reporter` interface; `raysearch train` uses raysearch.run_folder.LocalReporter,
+the Ray Train glue plugs in its own (ray.train.report) without the loop changing. Every rank reports through
+`report_collectively`, as often as rank 0.
 """
-import json
-import shutil
 from pathlib import Path
 from typing import Protocol
 
@@ -19,50 +19,23 @@ class Reporter(Protocol):
         """Record one evaluation (and the checkpoint written for it, if any); metrics None: a checkpoint alone."""
 
 
-class LocalReporter:
-    """Appends metrics to OUT/metrics.jsonl; checkpoints in OUT/checkpoints/step_NNNNNN.
-
-    Keeps the newest `keep_checkpoints` checkpoints of this run (older ones of the same
-    run are removed as new ones land; nothing outside OUT/checkpoints is touched).
-    """
-
-    keeps_checkpoints_alone = True
-
-    def __init__(self, output_dir: str | Path, keep_checkpoints: int = 2):
-        self.output_dir = Path(output_dir)
-        self.keep = keep_checkpoints
-        (self.output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        self.metrics_path = self.output_dir / "metrics.jsonl"
-        self.last_metrics: dict = {}  # the latest evaluation (the progress bar shows its dev)
-
-    def checkpoint_dir(self, step: int) -> Path:
-        path = self.output_dir / "checkpoints" / f"step_{step:06d}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
-        if metrics is not None:
-            self.last_metrics = metrics
-            with self.metrics_path.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-        if checkpoint is not None:
-            existing = checkpoints_in(self.output_dir)
-            for old in existing[: max(0, len(existing) - self.keep)]:
-                shutil.rmtree(old)
+def report_collectively(reporter: Reporter, rank: int, metrics=None, checkpoint=None) -> dict | None:
+    """Rank 0's metrics and checkpoint (each a callable, run on rank 0 only); the other ranks report None as often as
+    rank 0 does (Ray Train's report is collective: a rank that reports once less hangs the trial)."""
+    metrics = metrics() if rank == 0 and metrics is not None else None
+    reporter.report(metrics, checkpoint() if rank == 0 and checkpoint is not None else None)
+    return metrics
 
 
-def checkpoints_in(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a local run, oldest first."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob("step_*") if (p / "checkpoint.pt").is_file())
-
-
-def read_metrics(output_dir: str | Path) -> list[dict]:
-    path = Path(output_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
+# what one evaluation reports (the history's columns and a trial's final values), raysearch.trainer.JointTrainer.evaluate
+METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_sparsity", "expected_sparsity",
+           "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time", "sparsity_off_target",
+           "latency_ms")
+BEST = ("best_target_dev", "best_step", "test_at_best_dev")  # the dev-selected evaluation so far
+# the final report adds the exported model (raysearch.loop.export_target): where it is, its sizes, its check against
+# the masked model
+EXPORT_DIR = "export_dir"
+EXPORT = (EXPORT_DIR, "export_parameters", "export_prunable_parameters", "export_size_bytes", "export_dev_agreement")
 
 # one printed format per quantity, wherever raysearch prints it (progress lines, status, the front)
 FORMATS = {"remaining_params": "{:,.0f}", "full_params": "{:,.0f}", "exact_sparsity": "{:.3f}", "expected_sparsity": "{:.3f}",

@@ -19,55 +19,27 @@ those values (conditional parameters, e.g. coupling_strength only for soft coupl
 Loading validates everything and reports every problem with its key path, in one line.
 """
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from itertools import product
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from raysearch.config import COUPLING_MODES, DEFAULT_MAX_STEPS, GROUPS, PRESETS, config_from_dict, field_path_problem, set_dotted, set_value, yaml_problem
+from raysearch.config import DEFAULT_MAX_STEPS, PRESETS, UNCOUPLED, config_from_dict
+from raysearch.fields import set_dotted, set_value, yaml_problem
 from raysearch.errors import UserInputError
+
+from .params import Param, parse_param, spec_of
 
 SPACES_DIR = Path(__file__).resolve().parent
 DEFAULT_OBJECTIVES = ({"metric": "target_dev", "mode": "max"}, {"metric": "remaining_params", "mode": "min"})
-# values that a categorical parameter may take, for the keys where a typo would only fail inside a trial
-KNOWN_CHOICES = {"transfer.coupling": COUPLING_MODES, "transfer.preset": tuple(PRESETS)}
-SPEC_KEYS = {"choices", "low", "high", "log", "int", "subset_of", "fraction", "when"}
 DEFAULT_REPEATS = 2
 # the named baselines every search runs first, on the same seeds as every other configuration (docs/METHOD.md, "Presets")
 BASELINE_PRESETS = ("no_transfer", "multitask", "sequential")
 PRESET_PARAM = "transfer.preset"
 # keys the staged search adds to a trial's Tune config: its stage (baseline | search | confirm) and its seed
 STAGE_KEY, SEED_KEY = "__stage__", "__seed__"
-
-
-@dataclass
-class Param:
-    path: str
-    kind: str  # categorical | float | int | subset | fraction
-    choices: list = field(default_factory=list)
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    when: dict = field(default_factory=dict)
-
-    def active(self, sampled: dict) -> bool:
-        return all(sampled.get(key) in values for key, values in self.when.items())
-
-    def suggest(self, trial) -> Any:
-        """Ask an Optuna trial for this parameter; returns the value as the Optuna param(s) store it."""
-        if self.kind == "categorical":
-            return trial.suggest_categorical(self.path, self.choices)
-        if self.kind == "float":
-            return trial.suggest_float(self.path, self.low, self.high, log=self.log)
-        if self.kind == "int":
-            return trial.suggest_int(self.path, int(self.low), int(self.high))
-        if self.kind == "fraction":
-            return trial.suggest_float(self.path, self.low, self.high)
-        # plain "on"/"off" strings: Optuna stores them without warnings, and they read well in frames
-        return [g for g in self.choices if trial.suggest_categorical(f"{self.path}.{g}", ["on", "off"]) == "on"]
 
 
 @dataclass
@@ -117,8 +89,8 @@ class SearchSpace:
                 value = taken[param.path] = flat[param.path]
                 out[param.path] = int(round(value * self.max_steps)) if param.kind == "fraction" else value
         # coupling with no group coupled is no coupling at all: say so, rather than fail the trial
-        if out.get("transfer.coupling", self.base.get("transfer", {}).get("coupling")) in ("tied", "soft") and out.get("transfer.groups") == []:
-            out["transfer.coupling"] = "none"
+        if out.get("transfer.coupling", self.base.get("transfer", {}).get("coupling")) not in (None, UNCOUPLED) and out.get("transfer.groups") == []:
+            out["transfer.coupling"] = UNCOUPLED
         return out
 
     def trial_config(self, flat: dict, seed: int | None = None):
@@ -218,7 +190,7 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "base": self.base, "objectives": self.objectives,
-                "parameters": {p.path: _spec_of(p) for p in self.params}, "source": self.source, "repeats": self.repeats}
+                "parameters": {p.path: spec_of(p) for p in self.params}, "source": self.source, "repeats": self.repeats}
 
 
 def _define_by_run(space_dict: dict, trial):
@@ -226,93 +198,7 @@ def _define_by_run(space_dict: dict, trial):
     return None
 
 
-def _spec_of(p: Param) -> dict:
-    spec = {"choices": p.choices} if p.kind == "categorical" else {"subset_of": p.choices} if p.kind == "subset" else \
-        {"fraction": [p.low, p.high]} if p.kind == "fraction" else {"low": p.low, "high": p.high, "log": p.log, "int": p.kind == "int"}
-    if p.when:
-        spec["when"] = p.when
-    return spec
-
-
 # ------------------------------------------------------------------ validation
-
-
-def _parse_param(path: str, spec: Any, problems: list, max_steps: int, seen: list) -> Param | None:
-    where = f"parameters.{path}"
-    if path == "seed":
-        problems.append(f"{where}: a seed is a repeat, not a parameter to search; remove it and set `repeats: N` in the space "
-                        "(or `raysearch launch --repeats N`)")
-        return None
-    wrong_path = field_path_problem(path)
-    if wrong_path:
-        problems.append(f"{where}: not a config field ({wrong_path})")
-        return None
-    if not isinstance(spec, dict):
-        problems.append(f"{where}: must be a mapping (choices / low+high / subset_of / fraction)")
-        return None
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        problems.append(f"{where}: unknown distribution key(s) {', '.join(sorted(unknown))} (use choices, low/high[, log, int], subset_of, fraction)")
-        return None
-    when = {}
-    for key, values in (spec.get("when") or {}).items():
-        if key not in seen:
-            problems.append(f"{where}.when: {key!r} is not a parameter listed before this one")
-        when[key] = values if isinstance(values, list) else [values]
-    if "choices" in spec:
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            problems.append(f"{where}.choices: empty; list at least one value")
-            return None
-        kinds = {"number" if isinstance(c, (int, float)) and not isinstance(c, bool) else type(c).__name__ for c in choices}
-        if len(kinds) > 1:  # every trial trains, then every analysis of the experiment fails on the mixed column
-            problems.append(f"{where}.choices: mixes {' and '.join(sorted(kinds))} values ({choices!r}); "
-                            "give them all one type (e.g. 0.7, not \"0.7\")")
-        allowed = KNOWN_CHOICES.get(path)
-        for c in choices if allowed else ():
-            if c not in allowed:
-                problems.append(f"{where}.choices: unknown value {c!r} (choose from {', '.join(allowed)})")
-        if path == "transfer.transfer_start_step":
-            for c in choices:
-                if not isinstance(c, int) or c > max_steps:
-                    problems.append(f"{where}.choices: start step {c!r} is beyond max_steps={max_steps}")
-        return Param(path, "categorical", choices=list(choices), when=when)
-    if "subset_of" in spec:
-        elements = spec["subset_of"]
-        if not isinstance(elements, list) or not elements:
-            problems.append(f"{where}.subset_of: empty; list the elements to switch on/off")
-            return None
-        if path == "transfer.groups":
-            for g in elements:
-                if g not in GROUPS:
-                    problems.append(f"{where}.subset_of: unknown group {g!r} (choose from {', '.join(GROUPS)})")
-        return Param(path, "subset", choices=list(elements), when=when)
-    if "fraction" in spec:
-        bounds = spec["fraction"]
-        if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
-            problems.append(f"{where}.fraction: give [low, high] fractions of max_steps")
-            return None
-        low, high = map(float, bounds)
-        if low > high:
-            problems.append(f"{where}.fraction: low {low} > high {high}")
-        if low < 0 or high > 1:
-            problems.append(f"{where}.fraction: [{low}, {high}] leaves [0, 1] (a start step beyond max_steps)")
-        return Param(path, "fraction", low=low, high=high, when=when)
-    if "low" in spec and "high" in spec:
-        try:
-            low, high = float(spec["low"]), float(spec["high"])
-        except (TypeError, ValueError):
-            problems.append(f"{where}: low/high must be numbers")
-            return None
-        if low > high:
-            problems.append(f"{where}: low {low:g} > high {high:g}")
-        if spec.get("log") and low <= 0:
-            problems.append(f"{where}: a log distribution needs low > 0")
-        if path == "transfer.transfer_start_step" and high > max_steps:
-            problems.append(f"{where}.high: start step {high:g} is beyond max_steps={max_steps}")
-        return Param(path, "int" if spec.get("int") else "float", low=low, high=high, log=bool(spec.get("log")), when=when)
-    problems.append(f"{where}: unknown distribution (use choices, low/high, subset_of or fraction)")
-    return None
 
 
 def _value_problems(base: dict, params: list[Param]) -> list[str]:
@@ -361,7 +247,7 @@ def space_from_dict(data: dict, name: str = "", source: str = "") -> SearchSpace
         problems.append("parameters: empty; list at least one parameter to search")
         parameters = {}
     for path, spec in parameters.items():
-        param = _parse_param(path, spec, problems, max_steps, seen)
+        param = parse_param(path, spec, problems, max_steps, seen)
         seen.append(path)
         if param is not None:
             params.append(param)

@@ -27,6 +27,15 @@ ARCHITECTURES = ("bert", "roberta")
 TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64}
 
 
+@pytest.fixture
+def kill_worker_after(monkeypatch):
+    """`kill_worker_after(step)`: in the local Ray that the test starts next (its processes inherit this environment),
+    a run's last rank SIGKILLs itself after `step` on its first attempt (raysearch.loop's testing hook)."""
+    from raysearch.loop import KILL_AFTER_STEP_ENV
+
+    return lambda step: monkeypatch.setenv(KILL_AFTER_STEP_ENV, str(step))
+
+
 def tiny_model_config(architecture: str = "bert", **overrides) -> dict:
     return {"tiny": {"architecture": architecture, **TINY, **overrides}, "max_seq_length": 48}
 

@@ -12,15 +12,17 @@ PACKAGES = ("raysearch", "analysis", "search_spaces")
 # lowest first: a module may import from its own layer and the layers below it
 LAYERS = {
     "config": ("raysearch", "raysearch.errors", "raysearch.config", "raysearch.experiment", "raysearch.schedule",
-               "raysearch.metrics", "raysearch.reporting", "raysearch.redact", "raysearch.run_folder", "raysearch.model_card"),
+               "raysearch.metrics", "raysearch.reporting", "raysearch.redact", "raysearch.run_folder", "raysearch.model_card",
+               "raysearch.fields"),
     "model parts": ("raysearch.heads", "raysearch.optim", "raysearch.pruning", "raysearch.remote_code"),
-    "loading": ("raysearch.models", "raysearch.data", "raysearch.synthetic"),
+    "loading": ("raysearch.models", "raysearch.data", "raysearch.synthetic", "raysearch.checkpoints",
+                "raysearch.tasks"),
     "composition": ("raysearch.transfer", "raysearch.distill", "raysearch.exported", "raysearch.hf", "raysearch.stock_export"),
-    "loop": ("raysearch.loop",),
+    "loop": ("raysearch.loop", "raysearch.trainer"),
     "search spaces": ("search_spaces",),
     "analysis": ("analysis",),
     "ray glue": ("raysearch.distributed",),
-    "cli": ("raysearch.cli", "raysearch.models_out", "raysearch.__main__"),
+    "cli": ("raysearch.cli", "raysearch.models_out", "raysearch.__main__", "raysearch.search_cli", "raysearch.train_cli"),
 }
 
 
@@ -116,3 +118,21 @@ def test_every_method_heading_the_code_cites_exists():
     assert len(cited) >= 8  # the citations are found at all
     missing = [f"{path}: {name!r}" for path, name in sorted(cited) if not any(h.startswith(name) for h in headings)]
     assert not missing, "cited METHOD.md headings that do not exist:\n" + "\n".join(missing)
+
+
+def test_a_coupling_mode_is_named_only_in_the_vocabulary_and_its_own_class():
+    """Adding a coupling mode touches raysearch/config.py (COUPLING_MODES), its class in raysearch/transfer/coupling.py,
+    docs/METHOD.md and the spaces that search it: no other code names a mode (they ask TransferConfig.coupled, the
+    trial frame's `coupled` and `coupling_strength` columns, or UNCOUPLED)."""
+    import re
+
+    from raysearch.config import COUPLING_MODES
+    from raysearch.transfer.coupling import COUPLINGS
+
+    assert set(COUPLINGS) == set(COUPLING_MODES)
+    owners = {"raysearch/config.py", "raysearch/transfer/coupling.py"}
+    named = re.compile("[\"'](" + "|".join(COUPLING_MODES) + ")[\"']")
+    files = [*source_files(), *sorted((ROOT / "experiments").glob("*.py"))]
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in files if p.relative_to(ROOT).as_posix() not in owners
+             for n, line in enumerate(p.read_text().splitlines(), 1) if named.search(line)]
+    assert not found, "coupling modes named outside their owners:\n" + "\n".join(found)

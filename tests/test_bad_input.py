@@ -156,7 +156,7 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys, pair_task):
 def test_the_loop_names_a_checkpoint_that_does_not_fit_its_model(tmp_path, pair_task):
     """Whoever resumes (the CLI, a Ray worker), a checkpoint of another shape is one UserInputError."""
     from raysearch.errors import UserInputError
-    from raysearch.loop import JointTrainer
+    from raysearch.trainer import JointTrainer
 
     from .conftest import tiny_model_config, tiny_train_config
 
@@ -434,7 +434,7 @@ def test_the_last_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys, pa
 
 
 def test_a_label_column_that_looks_like_an_id_is_warned_about(tmp_path, capsys):
-    from raysearch.data import warn_if_too_many_classes
+    from raysearch.tasks import warn_if_too_many_classes
 
     assert warn_if_too_many_classes([0, 1] * 50, 2, "target") is None
     line = warn_if_too_many_classes(list(range(100)), 100, "target")

@@ -6,7 +6,7 @@ import yaml
 
 from raysearch.cli import main
 from raysearch.exported import load_exported
-from raysearch.reporting import read_metrics
+from raysearch.run_folder import read_metrics
 
 from .conftest import tiny_model_config
 

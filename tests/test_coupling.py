@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from raysearch.config import config_from_dict
-from raysearch.loop import JointTrainer
+from raysearch.trainer import JointTrainer
 from raysearch.config import GROUPS
 from raysearch.transfer.groups import group_of
 

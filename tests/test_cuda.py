@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from raysearch.exported import load_exported
-from raysearch.loop import read_checkpoint, run
+from raysearch.loop import run
+from raysearch.checkpoints import read_checkpoint
 
 from .conftest import MemoryReporter, tiny_model_config, tiny_train_config
 

@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 
 from raysearch.config import TaskConfig
-from raysearch.data import BatchStream, load_task, subsample
+from raysearch.data import BatchStream
+from raysearch.tasks import load_task, subsample
 from raysearch.errors import UserInputError
 from raysearch.metrics import accuracy, f1, mcc
 

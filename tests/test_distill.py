@@ -8,7 +8,8 @@ from raysearch.config import DistillConfig
 from raysearch.distill.loss import HiddenProjection, logit_loss, matched_layer_loss, teacher_layers
 from raysearch.distill.teacher import teacher_key
 from raysearch.errors import UserInputError
-from raysearch.loop import JointTrainer, run
+from raysearch.loop import run
+from raysearch.trainer import JointTrainer
 
 from .conftest import MemoryReporter, tiny_train_config
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from raysearch.loop import JointTrainer
+from raysearch.trainer import JointTrainer
 from raysearch.schedule import lr_factor
 
 from .conftest import tiny_train_config

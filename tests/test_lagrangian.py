@@ -61,7 +61,7 @@ def test_short_warmup_to_high_target_does_not_close_every_gate():
     """The demo's tiny BERT, target 0.9 reached in 60 steps: the gates lag the ramp, lambda_1 winds up,
     and without the anti-windup reset the model overshoots to exact sparsity 1.0 (every gate closed)."""
     from raysearch.config import config_from_dict
-    from raysearch.loop import JointTrainer
+    from raysearch.trainer import JointTrainer
     from search_spaces import load_space
 
     config = config_from_dict(load_space("demo").base, ["transfer.task=null", "batch_size=16", "pruning.target_sparsity=0.9",

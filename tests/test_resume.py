@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from raysearch.loop import read_checkpoint, run
+from raysearch.loop import run
+from raysearch.checkpoints import read_checkpoint
 
 from .conftest import MemoryReporter, tiny_train_config
 
@@ -57,7 +58,7 @@ def test_checkpoint_loads_with_weights_only(pair_task, tmp_path):
 
 def test_a_run_stopped_during_its_final_evaluation_resumes_with_no_step_to_train(pair_task, tmp_path, monkeypatch):
     """The last step's checkpoint is written before the final evaluation: a run killed there loses no training."""
-    from raysearch.loop import JointTrainer
+    from raysearch.trainer import JointTrainer
 
     config = tiny_train_config(pair_task, max_steps=8, eval_every=4, pruning={"target_sparsity": 0.3, "warmup_steps": 4})
     uninterrupted = run(config, MemoryReporter(tmp_path / "a"))

@@ -298,17 +298,17 @@ def test_a_configuration_trained_before_is_not_trained_again(cluster, tmp_path):
     assert steps[replayed.index[0]] == steps[twin] == [10, 20]
 
 
-def test_two_worker_trials_finish_and_a_killed_worker_resumes_to_the_same_result(cluster, tmp_path, capsys):
+def test_two_worker_trials_finish_and_a_killed_worker_resumes_to_the_same_result(cluster, tmp_path, capsys, kill_worker_after):
     """Data-parallel trials (2 workers each, gloo on CPU): a search of two such trials, run side by side, finishes
     (each rank reports as often as rank 0); a trial whose rank-1 worker is SIGKILLed after its step-10 checkpoint
-    restarts both workers from it and ends where the unkilled trials end."""
+    restarts both workers from it and ends where the unkilled trials end (in a local Ray: the hook reaches its workers)."""
     space = _one_configuration_space(tmp_path)
-    two_workers = ["--address", cluster["address"], "--workers-per-trial", "2", "--cpus-per-worker", "0.5",
-                   "--storage-path", str(tmp_path / "exp"), *FAST, "--set", "target.heldout_test_size=64"]
+    two_workers = ["--workers-per-trial", "2", "--cpus-per-worker", "0.5", "--storage-path", str(tmp_path / "exp"), *FAST,
+                   "--set", "target.heldout_test_size=64"]
     assert main(["launch", str(space), "--num-samples", "2", "--sampler", "random", "--rerun-duplicates", "--name", "ddp",
-                 *two_workers]) == 0
-    assert main(["launch", str(space), "--num-samples", "1", "--name", "ddp_killed", "--set", "fault_inject_step=13",
-                 "--verbose", *two_workers]) == 0
+                 "--address", cluster["address"], *two_workers]) == 0
+    kill_worker_after(13)
+    assert main(["launch", str(space), "--num-samples", "1", "--name", "ddp_killed", "--verbose", *two_workers]) == 0
     out = capsys.readouterr().out
     assert "restarted: it continues from its step-10 checkpoint" in out  # one line, not Ray's trace
     assert "Configuration for experiment" in out  # --verbose: Tune's own lines too
@@ -326,7 +326,7 @@ def test_two_worker_trials_finish_and_a_killed_worker_resumes_to_the_same_result
         assert set(history.groupby("trial_id")["step"].apply(tuple)) == {(10, 20)}
 
 
-def test_a_failed_trial_fails_the_launch_and_only_a_resumable_failure_is_called_resumable(cluster, tmp_path, capsys):
+def test_a_failed_trial_fails_the_launch_and_only_a_resumable_failure_is_called_resumable(tmp_path, capsys, kill_worker_after):
     """Two trials of a grid. max_steps 20: the worker dies at step 5 on every attempt (no checkpoint before step 10 to
     continue from), so the trial exhausts its restarts and `resume` may retry it. max_steps 12: valid as a value, but
     with the base's 10 warm-up and 4 fine-tuning steps the combination is invalid, so it is reported with its fix in
@@ -337,8 +337,9 @@ def test_a_failed_trial_fails_the_launch_and_only_a_resumable_failure_is_called_
     space["parameters"] = {"max_steps": {"choices": [20, 12]}}
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k in ("description", "base", "parameters")}))
-    code = main(["launch", str(path), "--address", cluster["address"], "--sampler", "grid", "--storage-path", str(tmp_path / "exp"),
-                 "--name", "broken", "--max-failures", "1", *FAST, "--set", "fault_inject_step=5"])
+    kill_worker_after(5)  # a local Ray (no --address): the hook reaches its workers
+    code = main(["launch", str(path), "--sampler", "grid", "--storage-path", str(tmp_path / "exp"),
+                 "--name", "broken", "--max-failures", "1", *FAST])
     captured = capsys.readouterr()
     assert code == 1
     frame = trial_table(str(_experiment(tmp_path, "broken"))).set_index("param/max_steps")

@@ -2,7 +2,7 @@
 import pytest
 
 from raysearch.config import TaskConfig, config_from_dict
-from raysearch.data import load_task
+from raysearch.tasks import load_task
 from raysearch.errors import UserInputError
 from raysearch.loop import run
 from raysearch.synthetic import generate

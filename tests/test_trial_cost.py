@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from raysearch import data as data_lib
-from raysearch.loop import JointTrainer, run
+from raysearch.loop import run
+from raysearch.trainer import JointTrainer
 
 from .conftest import MemoryReporter, tiny_train_config
 

@@ -27,7 +27,7 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
     data = config.to_dict()
     steps = config.distill.teacher_steps or config.max_steps
     data.update(
-        transfer={}, distill={}, max_steps=steps, eval_every=steps, checkpoint_every=steps, fault_inject_step=None,
+        transfer={}, distill={}, max_steps=steps, eval_every=steps, checkpoint_every=steps,
         learning_rate=config.distill.teacher_learning_rate or config.learning_rate,
         pruning={"target_sparsity": 0.0, "structures": [], "warmup_steps": 0, "finetune_steps": 0},
     )

@@ -14,7 +14,7 @@ from search_spaces import SearchSpace
 
 from ..errors import TrialConfigError
 from ..experiment import Folder, trial_error_file, trial_history_file
-from ..reporting import shown
+from ..reporting import EXPORT_DIR, shown
 from .saved_state import keep_good_state
 
 
@@ -43,7 +43,7 @@ class FrontProgress(tune.Callback):
         """A line per evaluation, so that a long trial shows it is alive; one when a trial's worker restarted."""
         if "step" not in result:
             return
-        if "export_dir" in result:
+        if EXPORT_DIR in result:
             self.print(f"[raysearch] trial {trial.trial_id} exported its model: {result['export_dir']} "
                        f"(agrees with the masked model on {result.get('export_dev_agreement', float('nan')):.1%} of dev)")
             return

@@ -1,8 +1,6 @@
 """An Optuna searcher that spends no trial on a configuration the search has already finished.
 
-Samplers propose a configuration again: in the demo space `none` coupling leaves only the target sparsity to choose,
-3 configurations in all, and TPE re-proposed one in 0-4 of every 16 trials (bench/search_efficiency.py). Training on a
-CPU is deterministic, so such a trial can only replay the results it had (`duplicate_of` in raysearch.distributed.trial).
+Samplers propose a configuration again (bench/search_efficiency.py counts how often). Training on a CPU is deterministic, so such a trial can only replay the results it had (`duplicate_of` in raysearch.distributed.trial).
 Here the proposal is told those results at once, which Optuna's model sees as it would a finished trial, and the sampler
 is asked again; the trial Tune starts gets a configuration no finished trial ran. After MAX_REDRAWS proposals that were
 all trained, the last one is kept and the trial replays its twin as before, so a small space still ends.
@@ -46,7 +44,7 @@ class DistinctOptunaSearch(NamedOptunaSearch):
         self._search_space = space_from_dict(space_dict)  # configs keyed as they resolve (`_space` is OptunaSearch's)
         self._finished_values = {}  # resolved config (JSON) -> objective values of a finished trial that ran it
         self._pending_keys = {}  # Tune trial id -> resolved config (JSON) of the trial it runs
-        self.redrawn = 0  # proposals told and drawn again (the tests read it)
+        self.redrawn = 0  # proposals told and drawn again
 
     def _config_key(self, params: dict) -> str:
         return json.dumps(self._search_space.trial_config(params).to_dict(), sort_keys=True)

@@ -37,8 +37,7 @@ def _search(space: SearchSpace, settings: SearchSettings, name: str) -> tuple:
     if settings.sampler == "grid":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        # max_concurrent here too: Tune does not apply TuneConfig.max_concurrent_trials to a generator passed in,
-        # and every 0-CPU trial would start at once (measured: 32 trials started, 3 killed by Ray's OOM monitor)
+        # max_concurrent here too: Tune does not apply TuneConfig.max_concurrent_trials to a generator passed in
         generator = BasicVariantGenerator(random_state=settings.seed, max_concurrent=max_concurrent_trials(settings))
         return generator, {**space.tune_param_space(grid=True), SEED_KEY: tune.grid_search(seeds)}, space.grid_size() // space.repeats * repeats
     sampler = optuna_sampler(settings.sampler, settings.seed, settings.num_samples)

@@ -4,7 +4,7 @@ import time
 import pandas as pd
 
 from ..experiment import model_in_experiment
-from ..reporting import shown
+from ..reporting import EXPORT_DIR, shown
 
 COLUMNS = ("trial_id", "stage", "seed", "status", "step", "target_dev", "exact_sparsity", "remaining_params", "model")
 
@@ -31,8 +31,8 @@ def requested_trials(meta: dict) -> int:
 def format_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "no trials yet"
-    if "export_dir" in frame:  # the exported model of a finished trial, relative to the experiment
-        frame = frame.assign(model=frame["export_dir"].map(lambda d: model_in_experiment(d) or "-"))
+    if EXPORT_DIR in frame:  # the exported model of a finished trial, relative to the experiment
+        frame = frame.assign(model=frame[EXPORT_DIR].map(lambda d: model_in_experiment(d) or "-"))
     table = frame[[c for c in COLUMNS if c in frame]].copy()
     for column in ("target_dev", "exact_sparsity", "remaining_params", "step"):
         if column in table:

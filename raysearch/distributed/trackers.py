@@ -19,6 +19,7 @@ from ray.tune.logger import LoggerCallback
 
 from ..errors import UserInputError
 from .settings import TRACKERS
+from ..reporting import EXPORT_DIR
 
 EXPORT_TAG = "raysearch.export_dir"
 
@@ -46,10 +47,10 @@ class MLflowTracker(MLflowLoggerCallback):
 
     def log_trial_result(self, iteration, trial, result):
         super().log_trial_result(iteration, trial, result)
-        if isinstance(result.get("export_dir"), str):
+        if isinstance(result.get(EXPORT_DIR), str):
             import mlflow
 
-            mlflow.MlflowClient().set_tag(self._trial_runs[trial], EXPORT_TAG, result["export_dir"])
+            mlflow.MlflowClient().set_tag(self._trial_runs[trial], EXPORT_TAG, result[EXPORT_DIR])
 
 
 class WandbTracker(LoggerCallback):
@@ -72,8 +73,8 @@ class WandbTracker(LoggerCallback):
         self.log_trial_start(trial)
         run = self._runs[trial.trial_id]
         run.log({k: v for k, v in result.items() if isinstance(v, numbers.Number) and not isinstance(v, bool)})
-        if isinstance(result.get("export_dir"), str):
-            run.summary["export_dir"] = result["export_dir"]
+        if isinstance(result.get(EXPORT_DIR), str):
+            run.summary[EXPORT_DIR] = result[EXPORT_DIR]
 
     def log_trial_end(self, trial, failed: bool = False):
         run = self._runs.pop(trial.trial_id, None)

@@ -8,6 +8,7 @@ import ray.train
 from ray.train import Checkpoint
 
 from ..experiment import EXPORT_CARD, Folder, trial_model_dir
+from ..reporting import EXPORT_DIR
 
 
 class RayTrainReporter:
@@ -53,7 +54,7 @@ def train_loop_per_worker(loop_config: dict):
 
 def publish_export(final: dict, export_dir: str, experiment: str, name: str) -> dict:
     """Copy the exported model into the experiment (as NAME), with its export check and sizes beside it."""
-    final = {**final, "export_dir": f"{experiment}/{name}"}
+    final = {**final, EXPORT_DIR: f"{experiment}/{name}"}
     card = {k: v for k, v in final.items() if k.startswith("export_")}
     Path(export_dir, EXPORT_CARD).write_text(json.dumps(card, indent=1))
     Folder(experiment).upload(export_dir, name)

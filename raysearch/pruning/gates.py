@@ -106,9 +106,8 @@ def match_size(shape: EncoderShape, z: dict, log_alpha: dict[str, torch.Tensor],
     count is as close as one unit to `remaining`. `log_alpha`: the gated kinds' scores (`intermediate` at least).
 
     Units are restored inside kept FFN blocks first; when those have no room left, the highest-scored removed block
-    is reopened (all blocks count as open when kind `ffn` is not gated). Without reopening, a model whose blocks
-    rounded away could not grow back: the demo's 2-layer model at target 0.7 kept no FFN block and ended at exact
-    sparsity 0.75 for an expected 0.70. When every FFN unit is gone and the model is still too large, the
+    is reopened (all blocks count as open when kind `ffn` is not gated), so that a model whose blocks rounded away can
+    grow back. When every FFN unit is gone and the model is still too large, the
     lowest-scored heads go, one at a time, and FFN units then refill what the last one overshot. A restored gate
     takes its noise-free value, or 1 where that is 0 (its gate had closed: the unit comes back at full scale, and
     the fine-tuning phase trains it in).

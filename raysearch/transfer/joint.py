@@ -1,18 +1,17 @@
 """The two branches and their coupling (docs/METHOD.md, "Two branches and the parameter groups" and "Coupling").
 
-Target branch = gated encoder + target head; transfer branch = its own gated encoder +
-transfer head. Coupled groups are either the same tensors (`tied`) or separate tensors
-pulled together by an L2 penalty (`soft`); everything else is private to its branch.
+Target branch = gated encoder + target head; transfer branch = its own gated encoder + transfer head. How the
+coupled groups relate is the coupling mode's (transfer/coupling.py); everything else is private to its branch.
 """
 import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from ..config import TransferConfig
 from ..pruning import EncoderShape, GatedEncoder, GateSet, Lagrangian
+from .coupling import COUPLINGS
 from .groups import names_in_groups
 
 
@@ -41,14 +40,6 @@ class Branch(nn.Module):
         return self.head(layers[-1], batch["attention_mask"]), layers
 
 
-def _set_parameter(root: nn.Module, dotted: str, param: nn.Parameter):
-    *path, leaf = dotted.split(".")
-    module = root
-    for part in path:
-        module = getattr(module, part)
-    setattr(module, leaf, param)
-
-
 class JointModel(nn.Module):
     """Both branches, the coupling between them, the pruning phase's objective, and one Lagrangian per
     distinct gate set."""
@@ -56,20 +47,17 @@ class JointModel(nn.Module):
     def __init__(self, target: Branch, transfer: Branch | None, transfer_config: TransferConfig):
         super().__init__()
         self.target, self.transfer, self.transfer_config = target, transfer, transfer_config
-        self.coupled_names: list[str] = []
+        names = ["encoder." + n for n in names_in_groups(target.encoder, transfer_config.groups)] if transfer is not None else []
+        self.coupling = COUPLINGS[transfer_config.coupling](transfer_config, names)
         if transfer is not None:
-            self.coupled_names = ["encoder." + n for n in names_in_groups(target.encoder, transfer_config.groups)]
-            if transfer_config.coupling == "tied":
-                target_params = dict(target.named_parameters())
-                for name in self.coupled_names:
-                    _set_parameter(transfer, name, target_params[name])
+            self.coupling.share(target, transfer)
         self.lagrangians = nn.ModuleDict({"target": Lagrangian()})
         if transfer is not None and not self.masks_tied:
             self.lagrangians["transfer"] = Lagrangian()
 
     @property
     def masks_tied(self) -> bool:
-        return self.transfer is not None and self.transfer_config.coupling == "tied" and "masks" in self.transfer_config.groups
+        return self.transfer is not None and self.coupling.masks_shared
 
     def gate_sets(self) -> dict[str, GateSet]:
         """The gate sets under sparsity control, keyed like `lagrangians`."""
@@ -82,12 +70,9 @@ class JointModel(nn.Module):
         """Every branch's gate set (with tied masks, the same tensors twice)."""
         return [self.target.encoder.gates] + ([self.transfer.encoder.gates] if self.transfer is not None else [])
 
-    def coupling_started(self, step: int) -> bool:
-        return step >= self.transfer_config.transfer_start_step
-
     def pruning_objective(self, step: int, target_loss, transfer_batch) -> tuple[torch.Tensor, dict]:
         """The task part of a pruning step's loss: target_weight x target loss + transfer_weight x transfer loss
-        + the soft coupling's penalty (the sparsity controller adds its Lagrangian terms).
+        + the coupling's penalty (the sparsity controller adds its Lagrangian terms).
 
         `target_loss()` returns {"target_loss": tensor, ...its other parts} and `transfer_batch()` the step's
         transfer batch; each is called only when its term counts (`sequential` prunes without the target loss).
@@ -107,22 +92,10 @@ class JointModel(nn.Module):
         return loss, parts
 
     def transfer_loss(self, batch, step: int) -> torch.Tensor:
-        z = self.transfer.encoder.gates.sample()
-        if self.transfer_config.coupling == "tied" and not self.coupling_started(step):
-            # same values, but no transfer gradient into the shared tensors before the start step
-            params = dict(self.transfer.named_parameters(remove_duplicate=False))
-            detached = {name: params[name].detach() for name in self.coupled_names}
-            z = {k: v.detach() for k, v in z.items()} if self.masks_tied else z
-            return functional_call(self.transfer, detached, (batch, z), {"compute_loss": True})
-        return self.transfer.loss(batch, z)
+        return self.coupling.transfer_loss(self.transfer, batch, self.transfer.encoder.gates.sample(), step)
 
     def coupling_penalty(self, step: int) -> torch.Tensor | None:
-        if self.transfer is None or self.transfer_config.coupling != "soft" or not self.coupling_started(step):
-            return None
-        target_params = dict(self.target.named_parameters())
-        transfer_params = dict(self.transfer.named_parameters())
-        penalty = sum(((target_params[n] - transfer_params[n]) ** 2).sum() for n in self.coupled_names)
-        return self.transfer_config.coupling_strength * penalty
+        return self.coupling.penalty(self.target, self.transfer, step) if self.transfer is not None else None
 
 
 def build_joint_model(backbone: nn.Module, shape: EncoderShape, target_head: nn.Module, make_transfer_head,
