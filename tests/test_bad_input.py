@@ -449,3 +449,22 @@ def test_a_bad_set_value_on_a_launch_names_the_set_not_the_space_and_a_space_yam
     space.write_text("description: d\nparameters:\n  pruning.target_sparsity: {choices: [0.5\n")
     _fails(capsys, ["launch", str(space), "--storage-path", str(tmp_path / "exp")], "space.yaml", "line", "column")
     assert not (tmp_path / "exp").exists()
+
+
+def test_a_config_stored_with_the_retired_fault_field_still_loads_and_keeps_its_configuration_id(tmp_path):
+    """Experiments searched before fault injection became an environment hook stored `fault_inject_step: null` in every
+    trial config: they still load, and their configurations keep the ids their search recorded (a resume matches
+    seeds by them). A value set there is refused like any unknown field."""
+    import hashlib
+
+    from raysearch.config import config_from_dict
+    from raysearch.errors import UserInputError
+
+    from .conftest import tiny_train_config
+
+    current = tiny_train_config(tmp_path / "data").to_dict()
+    stored = {**current, "fault_inject_step": None}
+    before = hashlib.sha1(json.dumps({k: v for k, v in stored.items() if k != "seed"}, sort_keys=True, default=str).encode())
+    assert config_from_dict(stored).configuration_id() == config_from_dict(current).configuration_id() == before.hexdigest()[:10]
+    with pytest.raises(UserInputError, match="fault_inject_step: unknown field"):
+        config_from_dict({**current, "fault_inject_step": 5})
