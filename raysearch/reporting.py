@@ -32,10 +32,15 @@ METRICS = ("step", "phase", "target_dev", "target_test", "transfer_dev", "exact_
            "remaining_params", "full_params", "train_loss", "lambda_1", "lambda_2", "wall_time", "sparsity_off_target",
            "latency_ms")
 BEST = ("best_target_dev", "best_step", "test_at_best_dev")  # the dev-selected evaluation so far
+# also in an evaluation where they apply: the target's metric name, the teacher's dev, the step a restarted worker
+# continued from (the search prints it)
+RESUMED_FROM = "resumed_from_step"
+NOTES = ("target_metric", "teacher_dev", RESUMED_FROM)
 # the final report adds the exported model (raysearch.loop.export_target): where it is, its sizes, its check against
 # the masked model
 EXPORT_DIR = "export_dir"
-EXPORT = (EXPORT_DIR, "export_parameters", "export_prunable_parameters", "export_size_bytes", "export_dev_agreement")
+EXPORT = (EXPORT_DIR, "export_parameters", "export_prunable_parameters", "export_size_bytes", "export_dev_agreement",
+          "export_max_logit_diff", "export_stock_class")
 
 # one printed format per quantity, wherever raysearch prints it (progress lines, status, the front)
 FORMATS = {"remaining_params": "{:,.0f}", "full_params": "{:,.0f}", "exact_sparsity": "{:.3f}", "expected_sparsity": "{:.3f}",

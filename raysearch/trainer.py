@@ -20,6 +20,7 @@ from .optim import adamw
 from .pruning import EncoderShape, SparsityController, exact_remaining
 from .pruning.controller import unique
 from .remote_code.pruned_structure import ClassificationHead
+from .reporting import RESUMED_FROM
 from .schedule import lr_factor
 from .tasks import load_task
 from .transfer.joint import build_joint_model
@@ -218,7 +219,7 @@ class JointTrainer:
         if self.teacher_info:
             metrics["teacher_dev"] = self.teacher_info.get("target_dev")
         if self.resumed_from is not None:  # so that a search can say that a trial's worker restarted
-            metrics["resumed_from_step"], self.resumed_from = self.resumed_from, None
+            metrics[RESUMED_FROM], self.resumed_from = self.resumed_from, None
         self._loss_sum, self._loss_count = 0.0, 0
         if new_best:
             self.best = {"best_target_dev": metrics["target_dev"], "best_step": self.step}

@@ -59,3 +59,20 @@ def test_a_quantity_is_printed_in_one_format_wherever_it_is_printed(capsys):
     table = format_table(pd.DataFrame({"trial_id": ["t1"], "status": ["TERMINATED"], "step": [20.0], "target_dev": [0.53125],
                                        "exact_sparsity": [0.6], "remaining_params": [49688.0]}))
     assert "49,688" in table and "0.5312" in table
+
+
+def test_every_reported_name_is_named_in_reporting(pair_task, tmp_path):
+    """raysearch.reporting owns the names of what a trial reports (the frames, status and export read them there): a
+    metric the loop reports but reporting does not name fails here, on a run with a resume, latency and the export."""
+    from raysearch.reporting import BEST, EXPORT, METRICS, NOTES
+
+    config = tiny_train_config(pair_task, max_steps=8, eval_every=4, latency={"enabled": True, "repeats": 1, "warmup": 0},
+                               pruning={"target_sparsity": 0.3, "warmup_steps": 4, "finetune_steps": 2})
+    first = MemoryReporter(tmp_path / "first")
+    run(config, first)
+    again = MemoryReporter(tmp_path / "again")
+    final = run(config, again, resume_from=first.checkpoints[0], export_dir=tmp_path / "model")
+    reported = set().union(*(m.keys() for m in first.metrics + again.metrics if m is not None), final.keys())
+    unnamed = reported - set(METRICS + BEST + EXPORT + NOTES)
+    assert not unnamed, f"reported but not named in raysearch.reporting: {sorted(unnamed)}"
+    assert {"latency_ms", "resumed_from_step", "export_dir"} <= reported  # the run reached every kind of name

@@ -14,7 +14,7 @@ from search_spaces import SearchSpace
 
 from ..errors import TrialConfigError
 from ..experiment import Folder, trial_error_file, trial_history_file
-from ..reporting import EXPORT_DIR, shown
+from ..reporting import EXPORT_DIR, RESUMED_FROM, shown
 from .saved_state import keep_good_state
 
 
@@ -47,8 +47,8 @@ class FrontProgress(tune.Callback):
             self.print(f"[raysearch] trial {trial.trial_id} exported its model: {result['export_dir']} "
                        f"(agrees with the masked model on {result.get('export_dev_agreement', float('nan')):.1%} of dev)")
             return
-        if result.get("resumed_from_step") is not None:
-            self.print(f"[raysearch] trial {trial.trial_id} restarted: it continues from its step-{result['resumed_from_step']} checkpoint")
+        if result.get(RESUMED_FROM) is not None:
+            self.print(f"[raysearch] trial {trial.trial_id} restarted: it continues from its step-{result[RESUMED_FROM]} checkpoint")
         values = ", ".join(f"{m} {shown(m, result[m])}" for m in self.space.metrics if isinstance(result.get(m), (int, float)))
         running = sum(t.status == "RUNNING" for t in trials)
         self.print(f"[raysearch] trial {trial.trial_id} step {result['step']} ({result.get('phase', '')}): {values}; "
