@@ -66,12 +66,14 @@ def _children(process):
         return []
 
 
-def _start_head(temp_dir: str) -> tuple[int, int]:
-    """`ray start --head` on ports of our own; returns (GCS port, dashboard port)."""
+def _start_head(temp_dir: str, agent_port: int | None = None) -> tuple[int, int]:
+    """`ray start --head` on ports of our own (the dashboard agent's on `agent_port` where given); returns (GCS port,
+    dashboard port)."""
     ports = set()
     while len(ports) < 6:
         ports.add(_free_port())
     port, dashboard_port, *agent_ports = ports
+    agent_ports[0] = agent_port or agent_ports[0]
     # the agents' default ports (e.g. 52365) are taken when another Ray runs on the machine, and then the head
     # has no job agent ("No available agent to submit job"); so every port is one of ours
     agent_flags = [f"--{flag}={p}" for flag, p in zip(
@@ -103,6 +105,29 @@ def cluster():
     finally:
         _stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_head_whose_job_agent_cannot_bind_its_port_is_reported_in_one_line(tmp_path, capsys):
+    """Another program holds the port the head's dashboard agent is given: the agent runs without its job service and
+    the head answers "No available agent". `launch --submit` says so in one line naming the port's option, at once
+    rather than after AGENT_WAIT_S (120 s)."""
+    temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        try:
+            _, dashboard_port = _start_head(temp_dir, agent_port=holder.getsockname()[1])
+            started = time.monotonic()
+            code = main(["launch", "demo", "--submit", "--dashboard", f"http://127.0.0.1:{dashboard_port}",
+                         "--storage-path", str(tmp_path / "exp"), "--name", "blocked", *FAST])
+            seconds = time.monotonic() - started
+        finally:
+            _stop_cluster(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and seconds < 60, seconds
+    assert len(err) == 1 and "could not bind its port" in err[0] and "--dashboard-agent-listen-port" in err[0], err
 
 
 def _experiment(tmp_path, name):

@@ -10,6 +10,7 @@ META_EXPERIMENT = "raysearch_experiment"
 META_STORAGE = "raysearch_storage_path"
 META_PATH = "raysearch_experiment_path"
 AGENT_WAIT_S = 120
+DEFAULT_AGENT_PORT = 52365  # Ray's dashboard agent listens here unless `ray start` is told otherwise
 JOB_FILE = "raysearch_job.json"  # in the experiment folder from the moment of submission: which job writes it, and where
 HALTED = ("STOPPED", "FAILED")  # a job that ended without finishing its search
 
@@ -85,10 +86,26 @@ def _submit(client, entrypoint: str, metadata: dict, dashboard: str) -> str:
         except RuntimeError as e:
             if "No available agent" not in str(e):
                 raise
+            if _agent_port_failed(client):
+                raise UserInputError("--dashboard", f"the Ray head at {dashboard} runs no job agent: its dashboard agent could not bind "
+                                     f"its port ({DEFAULT_AGENT_PORT} unless `ray start` was given --dashboard-agent-listen-port), "
+                                     "which another program holds (often another Ray)",
+                                     "restart the head with free agent ports: --dashboard-agent-listen-port, "
+                                     "--dashboard-agent-grpc-port, --runtime-env-agent-port") from None
             if time.monotonic() > deadline:
                 raise UserInputError("--dashboard", f"the Ray head at {dashboard} has no job agent after {AGENT_WAIT_S} s",
                                      "check `ray status` and the dashboard's logs, then submit again") from None
             time.sleep(2)
+
+
+def _agent_port_failed(client) -> bool:
+    """Whether a node of the cluster reports its dashboard agent without an HTTP port: the agent could not bind it and
+    runs without its job service (Ray 2.60: dashboardAgentListenPort -1; a node is listed only once its agent reported)."""
+    try:
+        nodes = client._do_request("GET", "/nodes?view=summary").json()["data"]["summary"]
+        return any((node.get("raylet") or {}).get("dashboardAgentListenPort") == -1 for node in nodes)
+    except Exception:  # an answer of another shape says nothing either way: keep waiting
+        return False
 
 
 def experiment_of_job(job_id: str, dashboard: str) -> str:
