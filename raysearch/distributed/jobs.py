@@ -100,7 +100,8 @@ def _submit(client, entrypoint: str, metadata: dict, dashboard: str) -> str:
 
 def _agent_port_failed(client) -> bool:
     """Whether a node of the cluster reports its dashboard agent without an HTTP port: the agent could not bind it and
-    runs without its job service (Ray 2.60: dashboardAgentListenPort -1; a node is listed only once its agent reported)."""
+    runs without its job service (Ray 2.60: dashboardAgentListenPort -1, where a healthy head, also one submitted to
+    right after `ray start`, shows its port)."""
     try:
         nodes = client._do_request("GET", "/nodes?view=summary").json()["data"]["summary"]
         return any((node.get("raylet") or {}).get("dashboardAgentListenPort") == -1 for node in nodes)
