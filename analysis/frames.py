@@ -21,7 +21,7 @@ from raysearch.config import config_from_dict
 from raysearch.experiment import Folder, read_evaluations, read_meta, trial_config_file, trial_error_file, trial_history_file
 from raysearch.config import GROUPS, UNCOUPLED
 from raysearch.reporting import BEST, EXPORT, EXPORT_DIR, METRICS
-from raysearch.run_folder import CONFIG_FILE, FINAL_METRICS, METRICS_FILE, MODEL_DIR, final_metrics, run_config
+from raysearch.run_folder import CONFIG_FILE, METRICS_FILE, MODEL_DIR, final_metrics, run_config
 from search_spaces import space_from_dict
 from search_spaces.space import STAGE_KEY
 
@@ -36,7 +36,6 @@ def config_columns(config) -> dict:
     coupled = t.coupled
     row = {
         "preset": t.preset or "searched",
-        "coupled": coupled,
         "coupling": t.coupling if coupled else UNCOUPLED,
         **{f"group_{g}": coupled and g in t.groups for g in GROUPS},
         "n_groups": len(t.groups) if coupled else 0,
@@ -232,8 +231,9 @@ def run_frames(run_dirs, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                 except ValueError:
                     continue  # a line cut short by a crash
                 by_step[result["step"]] = result
-        finished = (run_dir / FINAL_METRICS).is_file()
-        final = final_metrics(run_dir) if finished else by_step[max(by_step)] if by_step else {}
+        final = final_metrics(run_dir)
+        finished = bool(final)
+        final = final or (by_step[max(by_step)] if by_step else {})
         ids = {"experiment": experiment, "trial_id": run_dir.name, "trial_index": index}
         row = {**ids, **(config_columns(config) if config is not None else {})}
         row.update({m: final.get(m) for m in METRICS + BEST})

@@ -61,6 +61,8 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
     if resume_from is not None:
         trainer.load_state_dict(read_checkpoint(resume_from), source=str(resume_from))
         trainer.resumed_from = trainer.step
+    # read once, not every step; only a first attempt's last rank dies
+    kill_after = os.environ.get(KILL_AFTER_STEP_ENV) if resume_from is None and rank == world_size - 1 else None
     final = None
     resumed_at_the_end = trainer.step >= config.max_steps  # from the last step's checkpoint: nothing left to train
     while trainer.step < config.max_steps:
@@ -71,7 +73,7 @@ def run(config: TrainConfig, reporter: Reporter, resume_from: str | Path | None 
             raise FloatingPointError(f"non-finite loss at step {trainer.step}: {step_metrics}; lower learning_rate or mask_lr")
         if progress is not None:
             progress(trainer.step, step_metrics)
-        if resume_from is None and rank == world_size - 1 and os.environ.get(KILL_AFTER_STEP_ENV) == str(trainer.step):
+        if kill_after == str(trainer.step):
             time.sleep(FAULT_DELAY_S)
             os.kill(os.getpid(), signal.SIGKILL)
         last = trainer.step == config.max_steps

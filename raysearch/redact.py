@@ -10,6 +10,14 @@ def has_password(url: str) -> bool:
     return redact_url(url) != url
 
 
+def refuse_password_in_job(url: str | None, command: str):
+    """A job's command line is shown to every dashboard user: an Optuna storage URL with a password never goes in one."""
+    if url and has_password(url):
+        raise UserInputError("--optuna-storage", "a password in the URL would be shown in the job's command line on the dashboard",
+                             "give the URL without it and let the database driver find it on the cluster "
+                             f"(PGPASSWORD or ~/.pgpass for PostgreSQL, a MySQL option file), or {command} without --submit")
+
+
 def redact_url(url: str) -> str:
     """scheme://user:password@host/path -> scheme://user:***@host/path; any other string is returned as it is."""
     scheme, sep, rest = str(url).partition("://")

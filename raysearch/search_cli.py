@@ -42,13 +42,9 @@ def cmd_launch(args) -> int:
         raise UserInputError("--name", f"{path} already holds an experiment", "resume it with `raysearch resume PATH`, or choose another --name")
     if args.submit:
         from .distributed import jobs
-        from .redact import has_password
+        from .redact import refuse_password_in_job
 
-        if settings.optuna_storage and has_password(settings.optuna_storage):
-            # a job's command line is shown to every dashboard user
-            raise UserInputError("--optuna-storage", "a password in the URL would be shown in the job's command line on the dashboard",
-                                 "give the URL without it and let the database driver find it on the cluster "
-                                 "(PGPASSWORD or ~/.pgpass for PostgreSQL, a MySQL option file), or launch without --submit")
+        refuse_password_in_job(settings.optuna_storage, "launch")
 
         argv = ["launch", space.source or args.space, "--address", "auto", "--name", name, "--storage-path", storage,
                 "--num-samples", str(settings.num_samples), "--workers-per-trial", str(settings.workers_per_trial),
@@ -160,11 +156,9 @@ def cmd_resume(args) -> int:
     if args.submit:
         from .distributed import jobs
 
-        from .redact import has_password
+        from .redact import refuse_password_in_job
 
-        if args.optuna_storage and has_password(args.optuna_storage):  # a job's command line is shown to every dashboard user
-            raise UserInputError("--optuna-storage", "a password in the URL would be shown in the job's command line on the dashboard",
-                                 "let the database driver find it on the cluster (PGPASSWORD, ~/.pgpass), or resume without --submit")
+        refuse_password_in_job(args.optuna_storage, "resume")
         previous = args.job or (jobs.recorded_job(path) or {}).get("job_id")
         argv = ["resume", path, "--address", "auto"] + (["--verbose"] if args.verbose else [])
         argv += ["--optuna-storage", args.optuna_storage] if args.optuna_storage else []
