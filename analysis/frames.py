@@ -97,9 +97,12 @@ class Experiment:
             return {}
         try:
             state = json.loads(self.folder.read_text(newest))
-            return {d["trial_id"]: d["status"] for d in (json.loads(entry[0]) for entry in state["trial_data"])}
+            saved = {d["trial_id"]: d["status"] for d in (json.loads(entry[0]) for entry in state["trial_data"])}
         except (ValueError, KeyError, TypeError, IndexError):
             return {}  # a state being rewritten as we read it: status is then judged from the results alone
+        # Tune leaves a trial whose process died on its last attempt RUNNING in its saved state (Ray 2.60); the error
+        # kept for a trial that failed for good (removed when it starts again) says otherwise
+        return {t: "ERROR" if s in ("RUNNING", "PENDING") and self.folder.exists(trial_error_file(t)) else s for t, s in saved.items()}
 
     def abandoned(self, statuses: dict[str, str]) -> set[str]:
         """Trial folders that Tune's newest state does not know and that nothing has written to since it was saved:

@@ -1,4 +1,5 @@
-"""Ray's own fixed cost per trial: a Tune function trial fitting a TorchTrainer whose loop reports once.
+"""Ray's own fixed cost per trial: a Tune function trial fitting a TorchTrainer whose loop reports once, and a Tune
+function trial that reports once itself.
 
 A module of its own, pickled by value for Ray's workers (bench/trial_overhead.py registers it).
 """
@@ -18,3 +19,7 @@ def bare_trial(config, storage):
     TorchTrainer(bare_loop, scaling_config=ScalingConfig(num_workers=1),
                  run_config=RunConfig(name=f"bare_{tune.get_context().get_trial_id()}", storage_path=storage,
                                       callbacks=[TuneReportCallback()])).fit()
+
+
+def bare_function_trial(config):
+    tune.report({"reported": 1})

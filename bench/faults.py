@@ -4,7 +4,8 @@
 
 Every search runs through the CLI, as a user runs it, against a Ray cluster of its own on 127.0.0.1 (`ray start`,
 its session in a folder of its own, so that only its processes are touched). The scenarios:
-  * workers: a Ray Train worker SIGKILLed every few seconds, --worker-kills times over the search;
+  * workers: the process that trains a trial (a 1-worker trial trains in Tune's trial actor) SIGKILLed every few
+             seconds, --worker-kills times over the search;
   * driver:  the search's driver SIGKILLed at random moments, --driver-kills times, each followed by
              `raysearch resume` (or `launch` again, when the driver died before Tune's first save);
   * node:    a 2-node cluster (two `ray start`), the worker node's raylet SIGKILLed mid-search;
@@ -154,6 +155,11 @@ def check(experiment: Path, trials: int) -> dict:
 # ------------------------------------------------------------------ scenarios
 
 
+# Ray titles an actor's process by the method it runs: a Tune function trial's actor while it trains (an idle reused
+# actor is titled without the method)
+TRAINING_PROCESS = "ray::ImplicitFunc.train"
+
+
 def worker_kills(root: Path, trials: int, seed: int, kills: int) -> dict:
     cluster = Cluster([2])
     try:
@@ -166,13 +172,13 @@ def worker_kills(root: Path, trials: int, seed: int, kills: int) -> dict:
                 time.sleep(1)
             seen = history_lines(root / "workers")
             time.sleep(rng.uniform(2, 10))
-            workers = cluster.named("ray::RayTrainWorker")
+            workers = cluster.named(TRAINING_PROCESS)
             if workers:
                 with contextlib.suppress(psutil.Error):
                     rng.choice(workers).kill()
                     sent += 1
         code = search.wait()
-        return {"fault": f"Train worker SIGKILLed ({sent} times)", "exit": code, **check(root / "workers", trials)}
+        return {"fault": f"a trial's training process SIGKILLed ({sent} times)", "exit": code, **check(root / "workers", trials)}
     finally:
         cluster.stop()
 

@@ -73,20 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     spaces = sub.add_parser("spaces", help="list the shipped search spaces")
     spaces.set_defaults(func=cmd_spaces)
 
-    launch = sub.add_parser("launch", help="run a multi-objective search (Ray Tune + Optuna, trials on Ray Train)")
+    launch = sub.add_parser("launch", help="run a multi-objective search (Ray Tune + Optuna)")
     launch.add_argument("space", nargs="?", default="demo",
                         help="a shipped space name (raysearch spaces) or a YAML file (default: demo, the built-in synthetic pair)")
     launch.add_argument("--address", help="Ray cluster address, or auto: the cluster `ray start` recorded on this machine "
                                            "(default: start a new local Ray on 127.0.0.1, whatever is recorded)")
     launch.add_argument("--num-samples", type=int, default=12, help="configurations the sampler proposes, each trained on --repeats seeds, besides the baselines and the confirmation (default 12)")
-    launch.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers of each trial (default 1)")
+    launch.add_argument("--workers-per-trial", type=int, default=1, help="workers of each trial (default 1; more: data parallel on Ray Train)")
     launch.add_argument("--cpus-per-worker", type=float, default=1.0,
                         help="CPUs per worker (default 1); the cluster's CPUs over workers x CPUs decide how many trials run at once")
     launch.add_argument("--gpus-per-worker", type=float, default=0.0,
                         help="GPUs per worker: a fraction in (0, 1] packs several trials on one GPU (0.25: four), a whole "
                              "number gives each worker that many (default 0)")
     launch.add_argument("--max-failures", type=int, default=2,
-                        help="worker restarts per trial after a crash, each from the trial's last checkpoint (default 2)")
+                        help="restarts per trial after a crash, each from the trial's last checkpoint (default 2)")
     launch.add_argument("--keep-checkpoints", action="store_true",
                         help="keep a finished trial's checkpoints (default: only its exported model and results stay)")
     launch.add_argument("--rerun-duplicates", action="store_true",

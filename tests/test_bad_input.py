@@ -375,13 +375,18 @@ def test_a_sampled_value_out_of_range_fails_before_ray_starts_naming_the_field_a
 
 def test_fractional_gpus_are_what_each_worker_asks_ray_for():
     from raysearch.distributed.settings import SearchSettings
-    from raysearch.distributed.trial import scaling_config
+    from raysearch.distributed.trial import scaling_config, trial_resources
 
     quarter = scaling_config(SearchSettings(workers_per_trial=2, cpus_per_worker=1, gpus_per_worker=0.25))
     assert quarter.num_workers == 2 and quarter.use_gpu and quarter.resources_per_worker == {"CPU": 1, "GPU": 0.25}
     assert scaling_config(SearchSettings(gpus_per_worker=2)).resources_per_worker == {"CPU": 1.0, "GPU": 2}
     cpu = scaling_config(SearchSettings())
     assert not cpu.use_gpu and cpu.resources_per_worker == {"CPU": 1.0}
+    # a 1-worker trial trains in Tune's trial process, which asks for the worker's share; a multi-worker trial's
+    # process asks for no CPU (its Train workers hold them)
+    assert trial_resources(SearchSettings(gpus_per_worker=0.25)) == {"cpu": 1.0, "gpu": 0.25}
+    assert trial_resources(SearchSettings(cpus_per_worker=2)) == {"cpu": 2}
+    assert trial_resources(SearchSettings(workers_per_trial=2, gpus_per_worker=0.25))["cpu"] == 0
 
 
 def test_a_dashboard_address_without_a_scheme_is_refused_at_once(capsys):

@@ -15,7 +15,7 @@ from search_spaces import SearchSpace
 from ..errors import TrialConfigError
 from ..experiment import Folder, trial_error_file, trial_history_file
 from ..reporting import EXPORT_DIR, RESUMED_FROM, shown
-from .saved_state import keep_good_state
+from .saved_state import keep_good_state, newest_state
 
 
 class FrontProgress(tune.Callback):
@@ -63,7 +63,7 @@ class FrontProgress(tune.Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         if TrialConfigError.found_in(error_text(trial)):
             return  # it fails the same way again, and on_trial_error says why
-        self.print(f"[raysearch] trial {trial.trial_id} failed beyond its worker restarts; it is retried once from its last checkpoint")
+        self.print(f"[raysearch] trial {trial.trial_id} failed; it is retried from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         invalid = TrialConfigError.found_in(error_text(trial))
@@ -85,6 +85,10 @@ class TrialRecorder(tune.Callback):
     def __init__(self, experiment: str):
         self.experiment = experiment  # only the path: Tune pickles callbacks with the experiment state
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        # a trial started again (a resume) has no error of its own until it fails again
+        Folder(self.experiment).remove(trial_error_file(trial.trial_id))
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "step" not in result:
             return
@@ -97,11 +101,13 @@ class TrialRecorder(tune.Callback):
 
 
 class SavedStateKeeper(tune.Callback):
-    """Keeps the last whole copy of Tune's saved state (raysearch.distributed.saved_state), looked at every
-    `every_s` seconds of the driver's loop and when the search ends."""
+    """Keeps the last whole copy of Tune's saved state (raysearch.distributed.saved_state): looked at every `every_s`
+    seconds of the driver's loop (default: 1 s on a local disk, 10 s on remote storage) and when the search ends, and
+    copied when Tune has saved a new state since."""
 
-    def __init__(self, experiment: str, every_s: float = 10.0):
-        self.experiment, self.every_s, self._last = experiment, every_s, 0.0
+    def __init__(self, experiment: str, every_s: float | None = None):
+        self.experiment, self._last, self._kept = experiment, 0.0, None
+        self.every_s = every_s if every_s is not None else (10.0 if "://" in experiment else 1.0)
 
     def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self._last >= self.every_s:
@@ -113,7 +119,12 @@ class SavedStateKeeper(tune.Callback):
     def _keep(self):
         self._last = time.monotonic()
         try:
-            keep_good_state(self.experiment)
+            folder = Folder(self.experiment)
+            saved = [folder.modified(name) for name in newest_state(folder)]
+            if saved == getattr(self, "_kept", None):  # getattr: a keeper pickled by an older raysearch
+                return
+            if keep_good_state(self.experiment):
+                self._kept = saved
         except OSError as e:  # a full disk: the previous good copy stays; the search goes on as Tune decides
             print(f"[raysearch] could not keep a copy of Tune's state ({str(e).splitlines()[0][:120]})", file=sys.stderr, flush=True)
 

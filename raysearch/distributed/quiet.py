@@ -7,8 +7,8 @@ What a 2-CPU demo printed besides raysearch's own lines (Ray 2.60, Optuna 4-5):
   hint, printed even at verbose=0 (RAY_AIR_NEW_OUTPUT=0 selects the older reporter, silent at verbose=0);
 - Optuna: "A new study created in memory" (its verbosity, raised to WARNING);
 - the raylet: "N PYTHON worker processes have been started ... 4x the maximum expected startup concurrency". Each
-  trial is a 0-CPU Tune actor plus a Train controller and workers, so on a small machine the worker count passes 4x
-  the CPUs by design. Ray sends this to the driver's stdout with every other raylet message and has no switch for
+  data-parallel trial is a 0-CPU Tune actor plus a Train controller and workers, so on a small machine the worker
+  count passes 4x the CPUs by design. Ray sends this to the driver's stdout with every other raylet message and has no switch for
   it alone, so that one line is dropped from stdout; every other raylet message (an out-of-memory kill, say) stays;
 - Tune's traceback of a trial that failed on its configuration (raysearch.errors.TrialConfigError): raysearch's
   progress line says what is invalid and the fix in one line. Every other trial error keeps its traceback.

@@ -1,8 +1,8 @@
-"""Ray Tune + Optuna: a multi-objective search whose trials are Ray Train runs.
+"""Ray Tune + Optuna: a multi-objective search whose trials are Tune function trials.
 
-Ray 2.60 runs Train V2, where a Tune *function* trial builds and fits a TorchTrainer (a trainer
-passed to the Tuner fails; raysearch.distributed.trial). The trial function asks for no CPU of its own, so that
-N workers per trial and the cluster's CPUs alone decide how many trials run at once (no deadlock on 2 CPUs).
+A 1-worker trial trains in its Tune process, which Tune reuses for the next trial (warm imports); a multi-worker
+trial fits a TorchTrainer from it (Ray 2.60 runs Train V2, where a trainer passed to the Tuner fails). See
+raysearch.distributed.trial for the resources each asks for.
 """
 import math
 import sys
@@ -79,6 +79,13 @@ def max_concurrent_trials(settings: SearchSettings) -> int:
     return fits
 
 
+def trial_retries(settings: SearchSettings) -> int:
+    """Tune's restarts of a whole trial, each from its last checkpoint. A 1-worker trial: `--max-failures`. A
+    multi-worker trial: one, for what Ray Train does not restart itself (a worker that dies while the controller
+    finishes the run, seen as "ControllerError"; the loss of the trial's node); Train restarts its workers."""
+    return settings.max_failures if settings.workers_per_trial == 1 else min(1, settings.max_failures)
+
+
 # ------------------------------------------------------------------ launch / resume
 
 
@@ -97,12 +104,9 @@ def launch(space: SearchSpace, settings: SearchSettings, storage_path: str, name
         param_space=param_space,
         # a grid runs each combination on each seed once; a staged search at most `total` trials
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1 if settings.sampler == "grid" else total,
-                                    max_concurrent_trials=max_concurrent_trials(settings)),
-        # one retry of a whole trial, from its last checkpoint, for what Ray Train does not restart itself: a worker
-        # that dies while the controller finishes the run (seen: a kill during the final export, "ControllerError"),
-        # or the loss of the node that holds the trial
+                                    max_concurrent_trials=max_concurrent_trials(settings), reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=min(1, settings.max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=trial_retries(settings)),
                                   callbacks=[FrontProgress(space, total, quiet), TrialRecorder(path), SavedStateKeeper(path),
                                              *tracker_callbacks(settings.callbacks, name)]),
     )

@@ -1,4 +1,5 @@
-"""One Tune trial: a function trial that builds and fits a TorchTrainer of the trial's validated config.
+"""One Tune trial: a function trial that trains the trial's validated config, in its own process (1 worker) or by
+fitting a TorchTrainer (N workers, data parallel).
 
 Ray imports this module in every trial's own process, so it imports only what a trial needs (no analysis, no
 Optuna): what the driver alone needs lives in `search.py` and `callbacks.py`.
@@ -16,12 +17,12 @@ from search_spaces.space import SEED_KEY
 from ..errors import TrialConfigError, UserInputError
 from ..experiment import Folder, finished_twin, read_evaluations, trial_config_file, trial_history_file
 from .settings import SearchSettings
-from .worker import train_loop_per_worker
+from .worker import train_in_trial, train_loop_per_worker
 
 
 def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str, experiment: str):
     """One Tune trial: resolve and validate its config, store it in the experiment (the analysis reads it there),
-    then fit a TorchTrainer under a stable per-trial name. The workers get the validated config itself."""
+    then train it under a stable per-trial name: in this process (1 worker) or on a TorchTrainer's workers."""
     try:
         config = space_from_dict(space).trial_config(tune_config, seed=tune_config.get(SEED_KEY))
     except UserInputError as e:  # a combination the space's own checks cannot see (each value alone is valid)
@@ -35,12 +36,26 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
         for evaluation in read_evaluations(folder, [trial_history_file(twin)]):
             tune.report({**evaluation, "duplicate_of": twin})
         return
+    loop_config = {"config": config, "experiment": experiment, "trial_id": trial_id}
+    run = f"trial_{trial_id}"  # stable: a restarted trial finds its own checkpoints
+    if s.workers_per_trial == 1:  # no Train controller and worker processes: Tune restarts the trial on a failure
+        try:
+            train_in_trial(loop_config, Folder(f"{train_storage}/{run}"), s.keep_checkpoints)
+        except UserInputError as e:  # the loop's own checks (the data its config names)
+            raise TrialConfigError(e.where, e.problem, e.fix) from None
+    else:
+        fit_torch_trainer(loop_config, s, train_storage, run)
+    if not s.keep_finished_checkpoints:  # finished: its exported model and results stay, its checkpoints go
+        Folder(train_storage).delete(run)
+
+
+def fit_torch_trainer(loop_config: dict, s: SearchSettings, train_storage: str, run: str):
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config, "experiment": experiment, "trial_id": trial_id},
+        train_loop_config=loop_config,
         scaling_config=scaling_config(s),
         run_config=RunConfig(
-            name=f"trial_{trial_id}",  # stable: a restarted trial finds its own checkpoints
+            name=run,
             storage_path=train_storage,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=s.max_failures),
@@ -54,8 +69,6 @@ def run_trial(tune_config: dict, space: dict, settings: dict, train_storage: str
         if found is None:
             raise
         raise TrialConfigError(found.where, found.problem, found.fix) from None
-    if not s.keep_finished_checkpoints:  # finished: its exported model and results stay, its checkpoints go
-        Folder(train_storage).delete(f"trial_{trial_id}")
 
 
 def scaling_config(s: SearchSettings) -> ScalingConfig:
@@ -64,10 +77,19 @@ def scaling_config(s: SearchSettings) -> ScalingConfig:
     return ScalingConfig(num_workers=s.workers_per_trial, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources)
 
 
+def trial_resources(s: SearchSettings) -> dict:
+    """What a trial's own process asks Tune for. A 1-worker trial trains in it: the worker's CPUs and GPU (fraction).
+    A multi-worker trial's process only waits on its Train workers: no CPU, so that the workers alone decide how many
+    trials fit (no deadlock on 2 CPUs)."""
+    if s.workers_per_trial == 1:
+        return {"cpu": s.cpus_per_worker, **({"gpu": s.gpus_per_worker} if s.gpus_per_worker else {})}
+    return {"cpu": 0, "memory": 1024 * 1024}
+
+
 def trainable(meta: dict, experiment: str):
     fn = tune.with_parameters(run_trial, space=meta["space"], settings=meta["settings"], train_storage=meta["train_storage"],
                               experiment=experiment)
-    return tune.with_resources(fn, {"cpu": 0, "memory": 1024 * 1024})
+    return tune.with_resources(fn, trial_resources(SearchSettings(**meta["settings"])))
 
 
 def user_input_error(failure: BaseException) -> UserInputError | None:
