@@ -44,7 +44,7 @@ def test_the_options_people_asked_about_show_their_defaults_in_the_help_page(cap
         main(["launch", "--help"])
     assert exit_.value.code == 0
     page = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for text in ("Ray Train workers of each trial (default 1)", "CPUs per worker (default 1)", "a whole number gives each worker that many (default 0)",
+    for text in ("workers of each trial (default 1;", "CPUs per worker (default 1)", "a whole number gives each worker that many (default 0)",
                  "seeds each configuration is trained on", "0 skips it (default 3)",
                  "(default: runs)", "sampler seed (default 0)", "tpe (default)"):
         assert text in page, text
