@@ -106,8 +106,9 @@ def raysearch(*args) -> list[str]:
 
 
 def launch_args(cluster: Cluster, storage: str, name: str, trials: int, seed: int, *extra) -> list[str]:
+    # exactly `trials` trainings: one seed per configuration, no baselines, no confirmation stage
     return raysearch("launch", "demo", "--address", cluster.address, "--num-samples", str(trials), "--storage-path", storage,
-                     "--name", name, "--seed", str(seed), *STEPS, *extra)
+                     "--name", name, "--seed", str(seed), "--repeats", "1", "--no-baselines", "--confirm-seeds", "0", *STEPS, *extra)
 
 
 def run(argv: list[str], log: Path, env: dict) -> int:
