@@ -80,5 +80,6 @@ def main():
           f"{per_ours - per_plain:+.2f} s over a bare function trial; all run 2 trials at a time")
     print(f"demo space: {args.demo_trials} trials in {demo:.1f} s = {3600 * args.demo_trials / demo:.0f} trials/hour on 2 CPUs")
 
+
 if __name__ == "__main__":
     main()

@@ -138,6 +138,13 @@ class Folder:
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         pafs.copy_files(self._full(name), str(local_dir), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
 
+    def local(self, name: str, scratch: str | Path) -> Path:
+        """A sub-folder as a local path to read: itself on a local disk, else a copy downloaded into SCRATCH."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return Path(self._full(name))
+        self.download(name, Path(scratch, name))
+        return Path(scratch, name)
+
     def delete(self, name: str):
         """Remove a sub-folder and what it holds (nothing when it is not there)."""
         if self.exists(name):

@@ -19,13 +19,17 @@ from ..experiment import EXPORT_CARD, Folder, trial_model_dir
 from ..reporting import EXPORT_DIR
 
 
-class RayTrainReporter:
-    """Hands the loop's metrics and checkpoints to ray.train.report (every worker must call it)."""
-
-    keeps_checkpoints_alone = False  # every Tune result must carry the search's objectives
+class TemporaryCheckpoints:
+    """The loop writes each checkpoint into a temporary folder; the reporter copies it to the trial's storage."""
 
     def checkpoint_dir(self, step: int) -> Path:
         return Path(tempfile.mkdtemp(prefix=f"raysearch_ckpt_{step}_"))
+
+
+class RayTrainReporter(TemporaryCheckpoints):
+    """Hands the loop's metrics and checkpoints to ray.train.report (every worker must call it)."""
+
+    keeps_checkpoints_alone = False  # every Tune result must carry the search's objectives
 
     def report(self, metrics: dict | None, checkpoint: Path | None) -> None:
         try:
@@ -35,7 +39,7 @@ class RayTrainReporter:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # Ray has copied it to the run's storage
 
 
-class TrialFolderReporter(RayTrainReporter):
+class TrialFolderReporter(TemporaryCheckpoints):
     """A 1-worker trial in Tune's trial process: metrics to tune.report; checkpoints into the trial's folder of the
     experiment's train_runs, named as Ray Train names them (so they sort by time), the newest `keep` kept."""
 
@@ -58,11 +62,9 @@ class TrialFolderReporter(RayTrainReporter):
     def checkpoints(self) -> list[str]:
         return [name for name in self.run.list() if name.startswith("checkpoint_")]
 
-    def newest_checkpoint(self, local_dir: str) -> Path | None:
-        """The newest checkpoint that reads back, copied into LOCAL_DIR (None: the trial starts afresh)."""
-        for name in self.checkpoints():
-            self.run.download(name, Path(local_dir, name))
-        return newest_intact_checkpoint([Path(local_dir, name) for name in self.checkpoints()])[0]
+    def newest_checkpoint(self, scratch: str) -> Path | None:
+        """The newest checkpoint that reads back (on remote storage: copied into SCRATCH); None: the trial starts afresh."""
+        return newest_intact_checkpoint([self.run.local(name, scratch) for name in self.checkpoints()])[0]
 
 
 def train_in_trial(loop_config: dict, run: Folder, keep_checkpoints: int):
